@@ -1,0 +1,11 @@
+/* cmd_generate.c: placeholder until the engine lands. */
+#include <stdio.h>
+
+#include "cli/commands.h"
+
+int cmd_generate(int argc, char **argv) {
+    (void)argc;
+    (void)argv;
+    fprintf(stderr, "splitllm: not implemented yet\n");
+    return 2;
+}

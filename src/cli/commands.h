@@ -1,0 +1,12 @@
+/* commands.h: every subcommand of the splitllm program, one cmd_*.c file each. */
+#ifndef SPLITLLM_CLI_COMMANDS_H
+#define SPLITLLM_CLI_COMMANDS_H
+
+int cmd_init_model(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_prepare(int argc, char **argv);
+
+#endif
