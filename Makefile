@@ -1,0 +1,53 @@
+# Makefile: the short commands for a fresh Debian 12 machine — setup, build, test, demo, bench.
+# It only drives scripts/ and CMake; the build itself is described in CMakeLists.txt.
+#
+#   make demo    install dependencies and assets, build, fine-tune stories260K with LoRA
+#   make test    install, build, run all tests, then all tests again under ASan/UBSan
+#   make bench   time one LoRA training step here and in PyTorch, print the ratios
+#
+# Variables (override on the command line: make build BUILD_DIR=build-mine JOBS=2):
+BUILD_DIR      ?= build
+ASAN_BUILD_DIR ?= build-asan
+JOBS           ?= $(shell nproc)
+CTEST_JOBS     ?= 2
+DEMO_ARGS      ?= --model assets/models/stories260K/stories260K.bin \
+                  --tokenizer assets/models/stories260K/tok512.bin \
+                  --text assets/datasets/tinystories_subset.txt --steps 200 --out out/demo
+
+.PHONY: all setup build test test-release test-asan demo bench clean
+# The steps run one after another (setup before build before tests); each parallelises inside.
+.NOTPARALLEL:
+
+all: build
+
+# System packages (apt, only the missing ones) and the verified assets under assets/.
+setup:
+	bash scripts/setup.sh
+	bash scripts/assets.sh
+
+build:
+	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=Release
+	cmake --build $(BUILD_DIR) -j$(JOBS)
+
+# The whole suite twice: an optimised build, then a sanitizer build in which heavy tests
+# shrink (SPLITLLM_TEST_QUICK=1). Zero tests found is not a failure; a failing test is.
+test: setup test-release test-asan
+
+test-release: build
+	ctest --test-dir $(BUILD_DIR) --output-on-failure --no-tests=ignore -j$(CTEST_JOBS)
+
+test-asan:
+	cmake -S . -B $(ASAN_BUILD_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPLITLLM_SANITIZE=ON
+	cmake --build $(ASAN_BUILD_DIR) -j$(JOBS)
+	SPLITLLM_TEST_QUICK=1 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  ctest --test-dir $(ASAN_BUILD_DIR) --output-on-failure --no-tests=ignore -j$(CTEST_JOBS)
+
+demo: setup build
+	./$(BUILD_DIR)/splitllm train $(DEMO_ARGS)
+
+bench: setup build
+	SPLITLLM_BIN=./$(BUILD_DIR)/splitllm bash scripts/bench_compare.sh
+
+# Build folders and demo output only; assets/ (links to the verified mirror) stays.
+clean:
+	rm -rf $(BUILD_DIR) $(ASAN_BUILD_DIR) out
