@@ -2,7 +2,8 @@
  * (1) themselves — a round trip of every dtype, scalars, empty tensors and awkward
  * metadata; (2) a file written by Python (tests/reference/st_fixture.safetensors, made by
  * make_st_fixture.py) with exact expected values; (3) malformed files, each of which must
- * be rejected with a message naming the tensor or field at fault. */
+ * be rejected with a message naming the tensor or field at fault; (4) the engine's
+ * reference files (make_reference.py) read back with every promised tensor. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -222,6 +223,72 @@ static void test_python_written(void **state) {
     sl_st_close(r);
 }
 
+/* The engine's PyTorch reference files (make_reference.py) read back through this reader:
+ * every tensor the README promises is there with the shape the metadata implies. */
+static void check_reference_file(const char *name, int64_t vocab, int64_t C, int64_t KV, int64_t H) {
+    const char *src = getenv("SPLITLLM_SOURCE_DIR");
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/tests/reference/%s", src ? src : SPLITLLM_SOURCE_DIR, name);
+    sl_st_reader *r;
+    if (sl_st_open(&r, path) != 0) fail_msg("%s", sl_last_error());
+    const int64_t bt[2] = {2, 8}, btv[3] = {2, 8, vocab}, one[1] = {1}, three[1] = {3};
+    const sl_st_tensor *t;
+    assert_int_equal(sl_st_get(r, "tokens", SL_ST_I32, 2, bt, &t), 0);
+    for (size_t i = 0; i < t->t_numel; i++) {
+        int32_t id;
+        memcpy(&id, (const char *)t->t_data + 4 * i, 4);
+        assert_true(id >= 0 && id < vocab);
+    }
+    assert_int_equal(sl_st_get(r, "targets", SL_ST_I32, 2, bt, &t), 0);
+    assert_int_equal(sl_st_get(r, "mask", SL_ST_U8, 2, bt, &t), 0);
+    assert_int_equal(sl_st_get(r, "logits", SL_ST_F32, 3, btv, &t), 0);
+    assert_int_equal(sl_st_get(r, "logits_base", SL_ST_F32, 3, btv, &t), 0);
+    float loss, losses[3];
+    assert_int_equal(sl_st_get(r, "loss", SL_ST_F32, 1, one, &t), 0);
+    assert_int_equal(sl_st_to_f32(t, &loss), 0);
+    assert_int_equal(sl_st_get(r, "losses", SL_ST_F32, 1, three, &t), 0);
+    assert_int_equal(sl_st_to_f32(t, losses), 0);
+    assert_true(loss == losses[0] && losses[2] < losses[1] && losses[1] < losses[0]);
+
+    const char *targets = sl_st_metadata(r, "targets");
+    assert_non_null(targets);
+    assert_int_equal(atoi(sl_st_metadata(r, "rank")), 4);
+    assert_int_equal(atoi(sl_st_metadata(r, "vocab")), (int)vocab);
+    const char *keys[] = {"alpha", "lr", "beta1", "beta2", "eps", "weight_decay", "arch", "steps"};
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) assert_non_null(sl_st_metadata(r, keys[i]));
+    size_t count = 0;
+    for (int l = 0; l < 2; l++) {
+        char list[128];
+        snprintf(list, sizeof(list), "%s", targets);
+        for (char *tg = strtok(list, ","); tg != NULL; tg = strtok(NULL, ",")) {
+            int64_t in = strcmp(tg, "down") == 0 ? H : C;
+            int64_t out = strcmp(tg, "down") == 0 ? C
+                          : (strcmp(tg, "k") == 0 || strcmp(tg, "v") == 0) ? KV
+                          : (strcmp(tg, "up") == 0 || strcmp(tg, "gate") == 0) ? H
+                                                                               : C;
+            const int64_t sa[2] = {4, in}, sb[2] = {out, 4};
+            const char *kinds[4] = {"lora", "grad", "step1", "step3"};
+            for (int k = 0; k < 4; k++) {
+                char nm[64];
+                snprintf(nm, sizeof(nm), "%s.%d.%s.A", kinds[k], l, tg);
+                if (sl_st_get(r, nm, SL_ST_F32, 2, sa, &t) != 0) fail_msg("%s", sl_last_error());
+                snprintf(nm, sizeof(nm), "%s.%d.%s.B", kinds[k], l, tg);
+                if (sl_st_get(r, nm, SL_ST_F32, 2, sb, &t) != 0) fail_msg("%s", sl_last_error());
+                count += 2;
+            }
+        }
+    }
+    assert_int_equal(sl_st_count(r), 7 + count);
+    sl_st_close(r);
+}
+
+static void test_reference_files(void **state) {
+    (void)state;
+    check_reference_file("gpt2_tiny_ref.safetensors", 61, 32, 32, 128);
+    check_reference_file("llama_tiny_ref.safetensors", 67, 32, 16, 48);
+    check_reference_file("llama_tiny_tied_ref.safetensors", 67, 32, 16, 48);
+}
+
 /* ------------------------------------------------------------------------------------ */
 /* Malformed files. Each is an 8-byte length, a header and data_bytes bytes of data; the
  * length is the header's own unless declared_length is nonzero. */
@@ -390,6 +457,7 @@ int main(void) {
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_empty_file_of_tensors),
         cmocka_unit_test(test_python_written),
+        cmocka_unit_test(test_reference_files),
         cmocka_unit_test(test_good_raw_file_is_accepted),
         cmocka_unit_test(test_truncated),
         cmocka_unit_test(test_header_length_beyond_file),
