@@ -76,8 +76,8 @@ static void randomize_B(sl_lora *l, uint64_t seed) {
         }
 }
 
-static sl_batch batch_of(fixture *f, int want_grad) {
-    sl_batch b = {.B = TB, .T = TT, .tokens = f->tokens, .targets = f->targets, .mask = f->mask,
+static sl_segment_input batch_of(fixture *f, int want_grad) {
+    sl_segment_input b = {.B = TB, .T = TT, .tokens = f->tokens, .targets = f->targets, .mask = f->mask,
                   .want_grad = want_grad, .dropout_seed = 11};
     return b;
 }
@@ -86,7 +86,7 @@ static float loss_whole(fixture *f, sl_lora *l) {
     sl_segment_config sc = {0, f->model.config.n_layers, 1, 1, TB, TT};
     sl_segment *s;
     assert_int_equal(sl_segment_create(&s, &f->model, l, &sc), 0);
-    sl_batch b = batch_of(f, 0);
+    sl_segment_input b = batch_of(f, 0);
     assert_int_equal(sl_segment_forward(s, &b), 0);
     float loss = sl_segment_loss(s);
     sl_segment_free(s);
@@ -105,7 +105,7 @@ static void check_lora_gradients(sl_arch arch, int shared, float dropout) {
     sl_segment_config sc = {0, f.model.config.n_layers, 1, 1, TB, TT};
     sl_segment *s;
     assert_int_equal(sl_segment_create(&s, &f.model, &l, &sc), 0);
-    sl_batch b = batch_of(&f, 1);
+    sl_segment_input b = batch_of(&f, 1);
     assert_int_equal(sl_segment_forward(s, &b), 0);
     assert_int_equal(sl_segment_backward(s, NULL, NULL), 0);
     sl_segment_free(s);
@@ -170,7 +170,7 @@ static void check_split_equivalence(sl_arch arch) {
     sl_segment_config sc = {0, L, 1, 1, TB, TT};
     sl_segment *s;
     assert_int_equal(sl_segment_create(&s, &f.model, &whole, &sc), 0);
-    sl_batch b = batch_of(&f, 1);
+    sl_segment_input b = batch_of(&f, 1);
     assert_int_equal(sl_segment_forward(s, &b), 0);
     float loss_ref = sl_segment_loss(s);
     assert_int_equal(sl_segment_backward(s, NULL, NULL), 0);
@@ -194,13 +194,13 @@ static void check_split_equivalence(sl_arch arch) {
         assert_int_equal(sl_segment_create(&user, &f.model, &lu, &su), 0);
         assert_int_equal(sl_segment_create(&edge, &f.model, &le, &se), 0);
         assert_int_equal(sl_segment_create(&cloud, &f.model, &lcl, &scl), 0);
-        sl_batch bu = {.B = TB, .T = TT, .tokens = f.tokens, .want_grad = 1, .dropout_seed = 11};
+        sl_segment_input bu = {.B = TB, .T = TT, .tokens = f.tokens, .want_grad = 1, .dropout_seed = 11};
         assert_int_equal(sl_segment_forward(user, &bu), 0);
         memcpy(act, sl_segment_output(user), sizeof(float) * TB * TT * C);
-        sl_batch be = {.B = TB, .T = TT, .input = act, .want_grad = 1, .dropout_seed = 11};
+        sl_segment_input be = {.B = TB, .T = TT, .input = act, .want_grad = 1, .dropout_seed = 11};
         assert_int_equal(sl_segment_forward(edge, &be), 0);
         memcpy(act, sl_segment_output(edge), sizeof(float) * TB * TT * C);
-        sl_batch bc = {.B = TB, .T = TT, .input = act, .targets = f.targets, .mask = f.mask, .want_grad = 1,
+        sl_segment_input bc = {.B = TB, .T = TT, .input = act, .targets = f.targets, .mask = f.mask, .want_grad = 1,
                        .dropout_seed = 11};
         assert_int_equal(sl_segment_forward(cloud, &bc), 0);
         float loss = sl_segment_loss(cloud);
@@ -246,7 +246,7 @@ static void check_zero_B(sl_arch arch) {
     sl_segment_config sc = {0, L, 1, 1, TB, TT};
     sl_segment *s;
     assert_int_equal(sl_segment_create(&s, &f.model, NULL, &sc), 0);
-    sl_batch b = batch_of(&f, 0);
+    sl_segment_input b = batch_of(&f, 0);
     b.logits = logits_base;
     assert_int_equal(sl_segment_forward(s, &b), 0);
     sl_segment_free(s);
@@ -298,7 +298,7 @@ static void test_training_lowers_loss(void **state) {
     assert_int_equal(sl_segment_create(&s, &f.model, &l, &sc), 0);
     float first = 0.0f, last = 0.0f;
     for (int step = 0; step < 30; step++) {
-        sl_batch b = batch_of(&f, 1);
+        sl_segment_input b = batch_of(&f, 1);
         sl_lora_zero_grad(&l);
         assert_int_equal(sl_segment_forward(s, &b), 0);
         assert_int_equal(sl_segment_backward(s, NULL, NULL), 0);
@@ -328,7 +328,7 @@ static void test_misuse_is_an_error(void **state) {
     sl_segment *s;
     assert_int_equal(sl_segment_create(&s, &f.model, NULL, &sc), 0);
     assert_int_equal(sl_segment_backward(s, NULL, NULL), SL_ESTATE);
-    sl_batch b = batch_of(&f, 1);
+    sl_segment_input b = batch_of(&f, 1);
     b.B = TB + 1;
     assert_int_equal(sl_segment_forward(s, &b), SL_EINVAL);
     b.B = TB;

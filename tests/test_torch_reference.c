@@ -50,7 +50,7 @@ static const float *f32(const sl_st_reader *r, const char *name, size_t numel) {
 }
 
 static void note(report *rep, const char *what, double err) {
-    static char names[64][96];
+    static char names[64][128];
     static int next;
     if (err > rep->max_rel) {
         rep->max_rel = err;
@@ -101,7 +101,7 @@ static void check_reference(const char *model_name) {
     /* base model: no adapters */
     sl_segment *s;
     assert_int_equal(sl_segment_create(&s, &m, NULL, &sc), 0);
-    sl_batch b = {.B = B, .T = T, .tokens = tokens, .targets = targets, .mask = mask, .logits = logits};
+    sl_segment_input b = {.B = B, .T = T, .tokens = tokens, .targets = targets, .mask = mask, .logits = logits};
     assert_int_equal(sl_segment_forward(s, &b), 0);
     note(&rep, "logits_base", rel_err(logits, f32(ref, "logits_base", (size_t)B * T * V), (size_t)B * T * V));
     sl_segment_free(s);

@@ -269,7 +269,7 @@ static void block_forward(sl_segment *s, int layer) {
     residual_forward(y, y, x2, (size_t)N * C);
 }
 
-int sl_segment_forward(sl_segment *s, const sl_batch *b) {
+int sl_segment_forward(sl_segment *s, const sl_segment_input *b) {
     const sl_model *m = s->m;
     const sl_config *c = &m->config;
     if (b->B < 1 || b->T < 1 || b->B > s->sc.max_B || b->T > s->sc.max_T)

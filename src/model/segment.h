@@ -36,7 +36,7 @@ typedef struct {
     int want_grad;           /* a backward will follow: the head computes its gradient */
     uint64_t dropout_seed;   /* LoRA dropout masks of this step (same seed in backward) */
     float *logits;           /* optional, head only: with targets (B,T,V); without, (B,V) at t = T-1 */
-} sl_batch;
+} sl_segment_input;
 
 /* Bytes the segment holds, by purpose (for the memory breakdown). */
 typedef struct {
@@ -50,7 +50,7 @@ typedef struct sl_segment sl_segment;
 int sl_segment_create(sl_segment **out, const sl_model *m, sl_lora *lora, const sl_segment_config *sc);
 void sl_segment_free(sl_segment *s);
 
-int sl_segment_forward(sl_segment *s, const sl_batch *b);
+int sl_segment_forward(sl_segment *s, const sl_segment_input *b);
 /* The output of the last forward, (B,T,C), for segments without the head. Valid until the
  * next forward. */
 const float *sl_segment_output(const sl_segment *s);
