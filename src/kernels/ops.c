@@ -216,7 +216,7 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
     /* One task per (b, kv head): the query heads of a group write the same dk and dv rows. */
 #pragma omp parallel
     {
-        float *dp = sl_alloc((size_t)T * sizeof(float));
+        float dp[T]; /* one attention row's d(probability); T <= maxT, a few KiB */
 #pragma omp for collapse(2)
         for (int b = 0; b < B; b++) {
             for (int kvh = 0; kvh < NKV; kvh++) {
@@ -258,7 +258,6 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
                 }
             }
         }
-        sl_free(dp);
     }
 }
 

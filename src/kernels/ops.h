@@ -55,7 +55,7 @@ void lora_backward(float *dA, float *dB, float *dx, int ldx_grad, float *du, con
                    int r, float scale);
 
 /* Inverted dropout as a pure function of (seed, index): out = inp * keep / (1 - p), where
- * keep is 1 with probability 1 - p. Used on LoRA's input; the mask is recomputed in backward
+ * keep is 1 with probability 1 - p, p in [0, 1) (callers validate it). Used on LoRA's input; the mask is recomputed in backward
  * rather than stored. inp and out may alias. */
 void dropout_apply(float *out, const float *inp, size_t n, float p, uint64_t seed);
 
@@ -72,8 +72,8 @@ void attention_backward(float *dqkv, const float *dout, const float *qkv, const 
 
 /* Rotary embedding, llama2.c convention: in each head, the pair of channels (2i, 2i+1) at
  * position t is rotated by angle t * theta^(-2i/hs). Applied in place to the q and k columns
- * of qkv (N, C+2KV). rope_cos/rope_sin are (maxT, hs/2), from rope_table. pos0 is the
- * position of row 0 of each sequence. inverse = 1 rotates backward (the gradient's path). */
+ * of qkv (N, C+2KV). rope_cos/rope_sin are (maxT, hs/2), from rope_table; row t of each
+ * sequence is position t. inverse = 1 rotates backward (the gradient's path). */
 void rope_table(float *rope_cos, float *rope_sin, int max_T, int hs, float theta);
 void rope_apply(float *qkv, const float *rope_cos, const float *rope_sin, int B, int T, int C, int NH, int NKV,
                 int inverse);

@@ -86,6 +86,24 @@ void sl_unmap_file(sl_mapped_file *f) {
     f->m_bytes = 0;
 }
 
+int sl_make_dirs(const char *path) {
+    char buf[1024];
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof(buf)) return sl_fail(SL_EINVAL, "folder path '%s' is empty or too long", path);
+    memcpy(buf, path, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] != '/' && buf[i] != '\0') continue;
+        char saved = buf[i];
+        buf[i] = '\0';
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+            return sl_fail(SL_EIO, "%s: cannot create folder %s: %s", path, buf, strerror(errno));
+        buf[i] = saved;
+    }
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) return sl_fail(SL_EIO, "%s: exists and is not a folder", path);
+    return SL_OK;
+}
+
 int sl_read_file(const char *path, char **out, size_t *out_bytes) {
     *out = NULL;
     FILE *fp = fopen(path, "rb");

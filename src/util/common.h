@@ -41,6 +41,9 @@ typedef struct {
 int sl_map_file(sl_mapped_file *f, const char *path);
 void sl_unmap_file(sl_mapped_file *f);
 
+/* Creates a folder and its missing parents (mkdir -p); an existing folder is fine. */
+int sl_make_dirs(const char *path);
+
 /* Reads a whole file into a fresh sl_alloc'd buffer (NUL-terminated for convenience). */
 int sl_read_file(const char *path, char **out, size_t *out_bytes);
 
