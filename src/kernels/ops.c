@@ -2,10 +2,10 @@
  * depend on the number of threads (the split-equivalence tests rely on that). */
 #include "kernels/ops.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
+#include "kernels/gemm.h"
 #include "util/common.h"
 
 /* Element-wise loops below this many elements are not worth waking threads for. */
@@ -114,33 +114,33 @@ void linear_forward(float *out, int ldo, const float *inp, int ldi, const float 
         for (int i = 0; i < N; i++) memcpy(out + (size_t)i * ldo, bias, (size_t)OC * sizeof(float));
         beta = 1.0f;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp, ldi, W, C, beta, out, ldo);
+    sl_gemm(CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp, ldi, W, C, beta, out, ldo);
 }
 
 void linear_backward_input(float *dinp, int ldi, const float *dout, int ldo, const float *W, int N, int C, int OC) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, ldo, W, C, 1.0f, dinp, ldi);
+    sl_gemm(CblasNoTrans, CblasNoTrans, N, C, OC, 1.0f, dout, ldo, W, C, 1.0f, dinp, ldi);
 }
 
 /* ---------------------------------------------------------------- LoRA */
 
 void lora_forward(float *out, int ldo, float *u, const float *x, int ldx, const float *A, const float *Bm, int N,
                   int C, int OC, int r, float scale) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, r, C, 1.0f, x, ldx, A, C, 0.0f, u, r);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, r, scale, u, r, Bm, r, 1.0f, out, ldo);
+    sl_gemm(CblasNoTrans, CblasTrans, N, r, C, 1.0f, x, ldx, A, C, 0.0f, u, r);
+    sl_gemm(CblasNoTrans, CblasTrans, N, OC, r, scale, u, r, Bm, r, 1.0f, out, ldo);
 }
 
 void lora_backward(float *dA, float *dB, float *dx, int ldx_grad, float *du, const float *dout, int ldo,
                    const float *x, int ldx, const float *u, const float *A, const float *Bm, int N, int C, int OC,
                    int r, float scale) {
     /* dB (OC,r) += scale * dout^T (OC,N) @ u (N,r) */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, r, N, scale, dout, ldo, u, r, 1.0f, dB, r);
+    sl_gemm(CblasTrans, CblasNoTrans, OC, r, N, scale, dout, ldo, u, r, 1.0f, dB, r);
     /* du (N,r) = scale * dout (N,OC) @ B (OC,r) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, r, OC, scale, dout, ldo, Bm, r, 0.0f, du, r);
+    sl_gemm(CblasNoTrans, CblasNoTrans, N, r, OC, scale, dout, ldo, Bm, r, 0.0f, du, r);
     /* dA (r,C) += du^T (r,N) @ x (N,C) */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, C, N, 1.0f, du, r, x, ldx, 1.0f, dA, C);
+    sl_gemm(CblasTrans, CblasNoTrans, r, C, N, 1.0f, du, r, x, ldx, 1.0f, dA, C);
     /* dx (N,C) += du (N,r) @ A (r,C) */
     if (dx != NULL)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, r, 1.0f, du, r, A, C, 1.0f, dx, ldx_grad);
+        sl_gemm(CblasNoTrans, CblasNoTrans, N, C, r, 1.0f, du, r, A, C, 1.0f, dx, ldx_grad);
 }
 
 void dropout_apply(float *out, const float *inp, size_t n, float p, uint64_t seed) {
@@ -379,7 +379,7 @@ float crossentropy_head(float *dx, float *logits_out, float *row_loss, float *sc
         const int rows = N - r0 < SL_HEAD_CHUNK_ROWS ? N - r0 : SL_HEAD_CHUNK_ROWS;
         float *logits = scratch;
         /* logits (rows,V) = x (rows,C) @ W^T */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, V, C, 1.0f, x + (size_t)r0 * C, C, W, C, 0.0f,
+        sl_gemm(CblasNoTrans, CblasTrans, rows, V, C, 1.0f, x + (size_t)r0 * C, C, W, C, 0.0f,
                     logits, V);
         if (logits_out != NULL) memcpy(logits_out + (size_t)r0 * V, logits, (size_t)rows * V * sizeof(float));
 #pragma omp parallel for
@@ -400,7 +400,7 @@ float crossentropy_head(float *dx, float *logits_out, float *row_loss, float *sc
             }
         }
         if (dx != NULL) /* dx (rows,C) = dlogits (rows,V) @ W (V,C) */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, C, V, 1.0f, logits, V, W, C, 0.0f,
+            sl_gemm(CblasNoTrans, CblasNoTrans, rows, C, V, 1.0f, logits, V, W, C, 0.0f,
                         dx + (size_t)r0 * C, C);
     }
     double total = 0.0;
