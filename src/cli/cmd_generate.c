@@ -27,7 +27,7 @@ int cmd_generate(int argc, char **argv) {
         {"--steps", SL_OPT_INT, &steps, "positions in all, prompt included (default 256)"},
         {"--temperature", SL_OPT_FLOAT, &temperature, "0 = greedy (default 1.0)"},
         {"--top-p", SL_OPT_FLOAT, &top_p, "nucleus sampling threshold (default 0.9; 0 or 1 = off)"},
-        {"--seed", SL_OPT_INT, &seed, "sampling seed (default 42)"},
+        {"--seed", SL_OPT_INT, &seed, "sampling seed, non-zero (default 42; run.c's -s)"},
     };
     int rc = sl_parse_args("generate", "Generates text.", opts, SL_COUNTOF(opts), argc, argv);
     if (rc) return rc > 0 ? 0 : 2;

@@ -8,6 +8,11 @@
 
 int sl_sampler_init(sl_sampler *s, int vocab_size, float temperature, float top_p, uint64_t seed) {
     if (!(temperature >= 0.0f)) return sl_fail(SL_EINVAL, "--temperature %g: expected >= 0", temperature);
+    /* run.c silently turns a top-p outside [0,1] into 0.9; we refuse it instead. */
+    if (!(top_p >= 0.0f && top_p <= 1.0f)) return sl_fail(SL_EINVAL, "--top-p %g: expected 0..1", top_p);
+    /* xorshift from state 0 stays 0: every coin would be 0 (run.c takes seed 0 to mean the clock). */
+    if (temperature > 0.0f && seed == 0)
+        return sl_fail(SL_EINVAL, "--seed 0: sampling needs a non-zero seed (xorshift from 0 gives only zeros)");
     s->vocab_size = vocab_size;
     s->temperature = temperature;
     s->top_p = top_p;

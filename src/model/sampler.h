@@ -14,6 +14,7 @@ typedef struct {
     struct sl_prob_index { float prob; int index; } *scratch; /* (vocab_size) for top-p */
 } sl_sampler;
 
+/* Fails (SL_EINVAL) on temperature < 0, top_p outside [0,1], or seed 0 with temperature > 0. */
 int sl_sampler_init(sl_sampler *s, int vocab_size, float temperature, float top_p, uint64_t seed);
 void sl_sampler_free(sl_sampler *s);
 /* Picks a token from logits (vocab_size), which it may modify. */
