@@ -10,9 +10,17 @@ BUILD_DIR      ?= build
 ASAN_BUILD_DIR ?= build-asan
 JOBS           ?= $(shell nproc)
 CTEST_JOBS     ?= 2
-DEMO_ARGS      ?= --model assets/models/stories260K/stories260K.bin \
-                  --tokenizer assets/models/stories260K/tok512.bin \
-                  --text assets/datasets/tinystories_subset.txt --steps 200 --out out/demo
+# The demo: E2E dev set (training) tokenized for stories260K into 8 non-IID users (Dirichlet
+# over eatType), then LoRA fine-tuning; eval loss before/after and a generation for an E2E
+# prompt before and after.
+DEMO_MODEL     ?= assets/models/stories260K/stories260K.bin
+DEMO_TOKENIZER ?= assets/models/stories260K/tok512.bin
+DEMO_PREPARE   ?= --input assets/datasets/e2e_devset.csv --format e2e --max-seq 256 --users 8 \
+                  --partition dirichlet --key eatType --alpha 0.5 --seed 1
+DEMO_ARGS      ?= --steps 150 --batch 8 --seq 256 --lr 3e-3 --lora-rank 8 --lora-targets all --eval-batches 30
+DEMO_PROMPT    ?= name[The Eagle], eatType[coffee shop], food[French], priceRange[moderate], area[riverside]
+
+SHELL := /bin/bash
 
 .PHONY: all setup build test test-release test-asan demo bench clean
 # The steps run one after another (setup before build before tests); each parallelises inside.
@@ -43,7 +51,15 @@ test-asan:
 	  ctest --test-dir $(ASAN_BUILD_DIR) --output-on-failure --no-tests=ignore -j$(CTEST_JOBS)
 
 demo: setup build
-	./$(BUILD_DIR)/splitllm train $(DEMO_ARGS)
+	mkdir -p out
+	./$(BUILD_DIR)/splitllm prepare --tokenizer $(DEMO_TOKENIZER) $(DEMO_PREPARE) --out out/demo-data
+	@echo "== generation before fine-tuning =="
+	./$(BUILD_DIR)/splitllm generate --model $(DEMO_MODEL) --tokenizer $(DEMO_TOKENIZER) \
+	  --prompt $$'$(DEMO_PROMPT)\n' --steps 100 --temperature 0
+	./$(BUILD_DIR)/splitllm train --model $(DEMO_MODEL) --data out/demo-data --out out/demo $(DEMO_ARGS)
+	@echo "== generation after fine-tuning =="
+	./$(BUILD_DIR)/splitllm generate --model $(DEMO_MODEL) --tokenizer $(DEMO_TOKENIZER) \
+	  --lora out/demo/lora.safetensors --prompt $$'$(DEMO_PROMPT)\n' --steps 100 --temperature 0
 
 bench: setup build
 	SPLITLLM_BIN=./$(BUILD_DIR)/splitllm bash scripts/bench_compare.sh

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 # name: (L layers, C channels, NH heads, V vocabulary, maxT context positions)
 PRESETS = {
     "124M": dict(L=12, C=768, NH=12, V=50257, maxT=1024),  # GPT-2 small
-    "tiny": dict(L=2, C=64, NH=4, V=512, maxT=256),  # seconds-long smoke test
+    "tiny": dict(L=4, C=64, NH=4, V=512, maxT=128),  # seconds-long smoke test; same as splitllm's tiny
 }
 LORA_TARGETS = ("q", "k", "v", "o", "up", "down")
 MLP_EXPANSION = 4  # GPT-2's MLP hidden width is 4C
