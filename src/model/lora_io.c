@@ -1,4 +1,5 @@
 /* lora_io.c: adapter files (safetensors), see lora.h for the format. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,14 +77,25 @@ static int read_header(const sl_st_reader *r, const sl_config *mc, sl_lora_confi
     if (n_layers != mc->n_layers || dim != mc->dim)
         return sl_fail(SL_EFORMAT, "%s: adapter for %d blocks of width %d, but the model has %d blocks of width %d",
                        path, n_layers, dim, mc->n_layers, mc->dim);
+    if (lc->rank < 1 || *begin > *end || *end > mc->n_layers)
+        return sl_fail(SL_EFORMAT, "%s: metadata rank = %d, layer_begin = %d, layer_end = %d; expected rank >= 1 and "
+                       "0 <= layer_begin <= layer_end <= %d", path, lc->rank, *begin, *end, mc->n_layers);
     const char *alpha = sl_st_metadata(r, "alpha"), *targets = sl_st_metadata(r, "targets");
     if (alpha == NULL || targets == NULL)
         return sl_fail(SL_EFORMAT, "%s: metadata 'alpha' or 'targets' is missing", path);
-    lc->alpha = strtof(alpha, NULL);
-    return sl_lora_parse_targets(targets, mc->arch, &lc->targets);
+    char *alpha_end = NULL;
+    lc->alpha = strtof(alpha, &alpha_end);
+    if (alpha_end == alpha || *alpha_end != '\0' || !(lc->alpha > 0.0f) || isinf(lc->alpha))
+        return sl_fail(SL_EFORMAT, "%s: metadata 'alpha' = '%s', expected a finite number > 0", path, alpha);
+    if ((rc = sl_lora_parse_targets(targets, mc->arch, &lc->targets))) { /* its message speaks of the option */
+        char why[512];
+        snprintf(why, sizeof(why), "%s", sl_last_error());
+        return sl_fail(SL_EFORMAT, "%s: metadata 'targets' = '%s': %s", path, targets, why);
+    }
+    return SL_OK;
 }
 
-static int copy_tensors(sl_lora *l, const sl_st_reader *r, int begin, int end) {
+static int copy_or_check_tensors(sl_lora *l, const sl_st_reader *r, int begin, int end, int copy) {
     char name[96];
     int from = begin > l->layer_begin ? begin : l->layer_begin;
     int to = end < l->layer_end ? end : l->layer_end;
@@ -97,11 +109,20 @@ static int copy_tensors(sl_lora *l, const sl_st_reader *r, int begin, int end) {
             if ((rc = sl_st_get(r, name, SL_ST_F32, 2, sa, &ta))) return rc;
             snprintf(name, sizeof(name), "lora.%d.%s.B", layer, sl_lora_target_name(t));
             if ((rc = sl_st_get(r, name, SL_ST_F32, 2, sb, &tb))) return rc;
+            if (!copy) continue;
             memcpy(sl_lora_A(l, layer, t), ta->t_data, ta->t_bytes);
             memcpy(sl_lora_B(l, layer, t), tb->t_data, tb->t_bytes);
         }
     }
     return SL_OK;
+}
+
+/* Checks every tensor of the shared blocks first and copies only if all are right, so a
+ * failed load leaves l as it was. */
+static int copy_tensors(sl_lora *l, const sl_st_reader *r, int begin, int end) {
+    int rc = 0;
+    for (int copy = 0; copy < 2 && rc == 0; copy++) rc = copy_or_check_tensors(l, r, begin, end, copy);
+    return rc;
 }
 
 int sl_lora_load(sl_lora *l, const char *path) {
@@ -124,6 +145,7 @@ int sl_lora_load(sl_lora *l, const char *path) {
 }
 
 int sl_lora_open(sl_lora *l, const sl_config *mc, const char *path) {
+    memset(l, 0, sizeof(*l)); /* so that a failed open leaves an adapter sl_lora_free accepts */
     sl_st_reader *r;
     int rc = sl_st_open(&r, path);
     if (rc) return rc;

@@ -154,8 +154,11 @@ static int load_llama(sl_model *m, const int32_t *hdr) {
     c->n_layers = hdr[2];
     c->n_heads = hdr[3];
     c->n_kv_heads = hdr[4];
+    if (hdr[5] == 0 || hdr[5] < -MAX_VOCAB || hdr[5] > MAX_VOCAB) /* report the field as the file has it */
+        return sl_fail(SL_EFORMAT, "%s: vocab_size = %d, expected a value in [1, %d] (negated: separate classifier)",
+                       path, hdr[5], MAX_VOCAB);
     c->shared_classifier = hdr[5] > 0;
-    c->vocab_size = hdr[5] > 0 ? hdr[5] : (hdr[5] == INT32_MIN ? 0 : -hdr[5]);
+    c->vocab_size = hdr[5] > 0 ? hdr[5] : -hdr[5];
     c->padded_vocab_size = c->vocab_size;
     c->max_seq = hdr[6];
     int rc = sl_config_validate(c, path);
@@ -207,7 +210,12 @@ int sl_model_load(sl_model *m, const char *path) {
     int rc = sl_map_file(&m->file, path);
     if (rc) return rc;
     const int32_t *hdr = m->file.m_data;
-    if (m->file.m_bytes >= SL_GPT2_HEADER_INTS * sizeof(int32_t) && hdr[0] == SL_GPT2_MAGIC) {
+    if (m->file.m_bytes >= sizeof(int32_t) && m->file.m_bytes < SL_GPT2_HEADER_INTS * sizeof(int32_t) &&
+        hdr[0] == SL_GPT2_MAGIC) { /* not a llama2.c file either: its dim would be out of range */
+        rc = sl_fail(SL_EFORMAT, "%s: %zu bytes, but an llm.c checkpoint (magic %d) needs at least its %zu-byte "
+                     "header: truncated", path, m->file.m_bytes, SL_GPT2_MAGIC,
+                     (size_t)SL_GPT2_HEADER_INTS * sizeof(int32_t));
+    } else if (m->file.m_bytes >= SL_GPT2_HEADER_INTS * sizeof(int32_t) && hdr[0] == SL_GPT2_MAGIC) {
         rc = load_gpt2(m, hdr);
     } else if (m->file.m_bytes >= SL_LLAMA_HEADER_INTS * sizeof(int32_t)) {
         rc = load_llama(m, hdr);
@@ -266,7 +274,7 @@ static void fill(float *p, size_t n, float std, sl_rng *rng) {
 int sl_model_write_random(const sl_config *cfg, uint64_t seed, const char *path) {
     sl_config c = *cfg;
     if (c.arch == SL_ARCH_GPT2) {
-        c.hidden_dim = 4 * c.dim;
+        c.hidden_dim = c.dim > 0 && c.dim <= MAX_DIM ? 4 * c.dim : 0; /* else validate names dim; no int overflow */
         c.n_kv_heads = c.n_heads;
         c.shared_classifier = 1;
     } else {

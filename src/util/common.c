@@ -54,7 +54,9 @@ int sl_mul_size(size_t a, size_t b, size_t *out) {
 int sl_map_file(sl_mapped_file *f, const char *path) {
     memset(f, 0, sizeof(*f));
     snprintf(f->m_path, sizeof(f->m_path), "%s", path);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a pipe with no writer would otherwise block here forever; it has
+     * no effect on regular files and mmap, and anything else is refused below. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) return sl_fail(SL_EIO, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0) {
@@ -64,7 +66,8 @@ int sl_map_file(sl_mapped_file *f, const char *path) {
     }
     if (!S_ISREG(st.st_mode)) {
         close(fd);
-        return sl_fail(SL_EIO, "%s: not a regular file", path);
+        return sl_fail(SL_EIO, "%s: expected a regular file, found %s", path,
+                       S_ISDIR(st.st_mode) ? "a folder" : S_ISFIFO(st.st_mode) ? "a pipe" : "a special file");
     }
     f->m_bytes = (size_t)st.st_size;
     if (f->m_bytes == 0) {
