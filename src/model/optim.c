@@ -68,15 +68,15 @@ float sl_clip_scale(const sl_adamw_config *c, double sum_squares) {
     return norm > (double)c->grad_clip ? (float)((double)c->grad_clip / norm) : 1.0f;
 }
 
-void sl_adamw_update(sl_adamw *o, float *params, const float *grads, float grad_scale) {
+/* The update of elements [begin, end) at learning rate lr, for step number o->step. */
+static void update_range(sl_adamw *o, float lr, size_t begin, size_t end, float *params, const float *grads,
+                         float grad_scale) {
     const sl_adamw_config *c = &o->config;
-    const float lr = sl_adamw_lr(c, o->step);
-    o->step++;
     const float b1 = c->beta1, b2 = c->beta2;
     const float bc1 = 1.0f - powf(b1, (float)o->step);
     const float bc2 = 1.0f - powf(b2, (float)o->step);
     const float decay = 1.0f - lr * c->weight_decay;
-    for (size_t i = 0; i < o->n; i++) {
+    for (size_t i = begin; i < end; i++) {
         float g = grads[i] * grad_scale;
         float m = b1 * o->m[i] + (1.0f - b1) * g;
         float v = b2 * o->v[i] + (1.0f - b2) * g * g;
@@ -84,5 +84,24 @@ void sl_adamw_update(sl_adamw *o, float *params, const float *grads, float grad_
         o->v[i] = v;
         float p = params[i] * decay;
         params[i] = p - lr * (m / bc1) / (sqrtf(v / bc2) + c->eps);
+    }
+}
+
+void sl_adamw_update(sl_adamw *o, float *params, const float *grads, float grad_scale) {
+    const float lr = sl_adamw_lr(&o->config, o->step);
+    o->step++;
+    update_range(o, lr, 0, o->n, params, grads, grad_scale);
+}
+
+void sl_adamw_update_groups(sl_adamw *o, float *params, const float *grads, int n_groups, const size_t *ends) {
+    const float lr = sl_adamw_lr(&o->config, o->step);
+    o->step++;
+    size_t begin = 0;
+    for (int g = 0; g < n_groups; g++) {
+        size_t end = ends[g] < o->n ? ends[g] : o->n;
+        if (end <= begin) continue;
+        float scale = sl_clip_scale(&o->config, sl_sum_squares(grads + begin, end - begin));
+        update_range(o, lr, begin, end, params, grads, scale);
+        begin = end;
     }
 }

@@ -43,5 +43,11 @@ double sl_sum_squares(const float *g, size_t n);
 float sl_clip_scale(const sl_adamw_config *c, double sum_squares);
 /* One update of params (n) with grads (n) * grad_scale, at the schedule's learning rate. */
 void sl_adamw_update(sl_adamw *o, float *params, const float *grads, float grad_scale);
+/* One update in which consecutive slices [ends[g-1], ends[g]) of the parameters are clipped
+ * as separate groups: each group's gradient is scaled down to grad_clip by its own norm.
+ * The split schemes clip each tier's adapters on their own (a tier cannot see the others'
+ * gradients before it updates), and central clips the same groups, so all schemes compute
+ * the same update. ends[n_groups-1] must be o->n. */
+void sl_adamw_update_groups(sl_adamw *o, float *params, const float *grads, int n_groups, const size_t *ends);
 
 #endif

@@ -140,6 +140,12 @@ int sl_central_run(const sl_central_config *cfg, sl_central_result *out) {
     sl_adamw_config oc = cfg->optim;
     if (oc.total_steps == 0) oc.total_steps = cfg->steps;
     if ((rc = sl_adamw_init(&opt, &oc, lora.n_params))) goto done;
+    if (cfg->cut1 < 0 || cfg->cut1 > cfg->cut2 || cfg->cut2 > m.config.n_layers) {
+        rc = sl_fail(SL_EINVAL, "--cuts %d,%d: expected 0 <= c1 <= c2 <= %d", cfg->cut1, cfg->cut2, m.config.n_layers);
+        goto done;
+    }
+    const size_t group_ends[3] = {lora.layer_params * (size_t)cfg->cut1, lora.layer_params * (size_t)cfg->cut2,
+                                  lora.n_params};
     sl_segment_config sc = {0, m.config.n_layers, 1, 1, cfg->batch, cfg->seq};
     if ((rc = sl_segment_create(&seg, &m, &lora, &sc))) goto done;
     sl_loader_config lc = {.lc_B = cfg->batch, .lc_T = cfg->seq, .lc_packing = cfg->packing, .lc_shuffle = 1,
@@ -171,7 +177,7 @@ int sl_central_run(const sl_central_config *cfg, sl_central_result *out) {
         if ((rc = sl_segment_forward(seg, &in)) || (rc = sl_segment_backward(seg, NULL, NULL))) goto done;
         double sumsq = sl_sum_squares(lora.grads, lora.n_params);
         float lr = sl_adamw_lr(&opt.config, opt.step);
-        sl_adamw_update(&opt, lora.params, lora.grads, sl_clip_scale(&opt.config, sumsq));
+        sl_adamw_update_groups(&opt, lora.params, lora.grads, 3, group_ends);
         double dt = sl_now_s() - t0;
         train_s += dt;
         tokens_done += (uint64_t)cfg->batch * (uint64_t)cfg->seq;

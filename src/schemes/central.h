@@ -16,6 +16,8 @@ typedef struct {
     int steps;
     int batch, seq;         /* B, T */
     int packing;            /* pack samples back to back instead of one per row */
+    int cut1, cut2;         /* the split schemes' cuts: gradients are clipped per tier group
+                               [0,cut1), [cut1,cut2), [cut2,L) as they are there; 0,0 = one group */
     sl_lora_config lora;
     sl_adamw_config optim;
     int eval_every;         /* steps between evaluations; 0 = only before and after */
