@@ -7,6 +7,8 @@
 #include <string.h>
 
 #include "kernels/ops.h"
+#include "model/part.h"
+#include "util/safetensors.h"
 
 /* Upper bounds that keep all size arithmetic far from overflow and reject garbage headers. */
 #define MAX_DIM (1 << 16)
@@ -205,10 +207,45 @@ static int load_llama(sl_model *m, const int32_t *hdr) {
     return setup_rope(m);
 }
 
+/* A safetensors file's opening: little-endian u64 header length that fits the file, then '{'. */
+static int looks_like_safetensors(const sl_mapped_file *f) {
+    if (f->m_bytes < 9) return 0;
+    uint64_t n;
+    memcpy(&n, f->m_data, sizeof(n));
+    return n >= 2 && n <= f->m_bytes - 8 && ((const char *)f->m_data)[8] == '{';
+}
+
+/* A model part (part.h). Returns 1 and sets *rc when the file is one; 0 otherwise, with a
+ * note on what the safetensors file was, for the message should the other formats fail. */
+static int load_part(sl_model *m, int *rc, char *note, size_t note_bytes) {
+    sl_st_reader *r;
+    int st = sl_st_open(&r, m->file.m_path);
+    if (st) {
+        snprintf(note, note_bytes, "it looks like safetensors but does not open as such: %s", sl_last_error());
+        return 0;
+    }
+    const char *format = sl_st_metadata(r, "format");
+    if (format == NULL || strcmp(format, SL_PART_FORMAT) != 0) {
+        snprintf(note, note_bytes, "it is a safetensors file whose metadata 'format' is %s%s%s, not '%s'",
+                 format ? "'" : "", format ? format : "missing", format ? "'" : "", SL_PART_FORMAT);
+        sl_st_close(r);
+        return 0;
+    }
+    m->part_reader = r;
+    *rc = sl_model_part_fill(m, r);
+    if (*rc == 0 && m->config.arch == SL_ARCH_LLAMA) *rc = setup_rope(m);
+    return 1;
+}
+
 int sl_model_load(sl_model *m, const char *path) {
     memset(m, 0, sizeof(*m));
     int rc = sl_map_file(&m->file, path);
     if (rc) return rc;
+    char st_note[1200] = "";
+    if (looks_like_safetensors(&m->file) && load_part(m, &rc, st_note, sizeof(st_note))) {
+        if (rc) sl_model_free(m);
+        return rc;
+    }
     const int32_t *hdr = m->file.m_data;
     if (m->file.m_bytes >= sizeof(int32_t) && m->file.m_bytes < SL_GPT2_HEADER_INTS * sizeof(int32_t) &&
         hdr[0] == SL_GPT2_MAGIC) { /* not a llama2.c file either: its dim would be out of range */
@@ -229,11 +266,40 @@ int sl_model_load(sl_model *m, const char *path) {
         rc = sl_fail(SL_EFORMAT, "%s: %zu bytes is too short for a model header (llm.c: %zu bytes, llama2.c: %zu)",
                      path, m->file.m_bytes, (size_t)SL_GPT2_HEADER_INTS * 4, (size_t)SL_LLAMA_HEADER_INTS * 4);
     }
+    if (rc && st_note[0] != '\0') {
+        char msg[1024];
+        snprintf(msg, sizeof(msg), "%s", sl_last_error());
+        rc = sl_fail(rc, "%s (%s)", msg, st_note);
+    }
     if (rc) sl_model_free(m);
+    else {
+        m->part_layer_begin = 0;
+        m->part_layer_end = m->config.n_layers;
+        m->part_has_embedding = 1;
+        m->part_has_head = 1;
+    }
     return rc;
 }
 
+int sl_model_check_covers(const sl_model *m, int begin, int end, int embedding, int head) {
+    const int L = m->config.n_layers;
+    if (begin < 0 || end > L || begin > end)
+        return sl_fail(SL_EINVAL, "blocks [%d,%d) are outside the model's %d blocks (%s)", begin, end, L,
+                       m->file.m_path);
+    if (begin >= m->part_layer_begin && end <= m->part_layer_end && (!embedding || m->part_has_embedding) &&
+        (!head || m->part_has_head))
+        return SL_OK;
+    const int he = m->part_has_embedding, hh = m->part_has_head;
+    return sl_fail(SL_EINVAL, "model part %s holds blocks [%d,%d) %s; the segment needs blocks [%d,%d)%s%s%s",
+                   m->file.m_path, m->part_layer_begin, m->part_layer_end,
+                   he && hh ? "with the embedding and the head" : he ? "with the embedding, without the head"
+                   : hh ? "without the embedding, with the head" : "without the embedding or the head",
+                   begin, end, embedding || head ? " with the " : "",
+                   embedding ? (head ? "embedding and the head" : "embedding") : "", !embedding && head ? "head" : "");
+}
+
 void sl_model_free(sl_model *m) {
+    sl_st_close(m->part_reader);
     sl_free(m->layers);
     sl_free(m->rope_cos);
     sl_free(m->rope_sin);

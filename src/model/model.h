@@ -60,11 +60,22 @@ typedef struct {
     const float *final_norm_b;     /* (C): GPT-2 only */
     const float *classifier;       /* (V,C): tok_emb when shared */
     float *rope_cos, *rope_sin;    /* (maxT, hs/2): Llama only */
+    /* What the file holds: blocks [part_layer_begin, part_layer_end), the embedding, the
+     * final norm + LM head. A whole model: 0, L, 1, 1; a model part (part.h): its range, with
+     * the pointers of everything outside it NULL. */
+    int part_layer_begin, part_layer_end, part_has_embedding, part_has_head;
+    struct sl_st_reader *part_reader; /* a model part: its open file, which the pointers point into */
 } sl_model;
 
-/* Loads a model file, choosing the family from its header (llm.c magic, else llama2.c). */
+/* Loads a model file, choosing the format from its header: a model part (safetensors with
+ * format=splitllm-part, part.h), an llm.c checkpoint (magic), else a llama2.c .bin. */
 int sl_model_load(sl_model *m, const char *path);
 void sl_model_free(sl_model *m);
+
+/* Checks that m holds blocks [begin, end) and, when asked, the embedding and the head:
+ * SL_EINVAL with a message naming the file, what it holds and what is needed, if not (or if
+ * the range is not within [0, L]). A whole model covers every valid range. */
+int sl_model_check_covers(const sl_model *m, int begin, int end, int embedding, int head);
 
 /* Checks a configuration for consistency and overflow (names the bad field). */
 int sl_config_validate(const sl_config *c, const char *what);

@@ -58,6 +58,8 @@ static int has_target(const sl_segment *s, sl_lora_target t) {
 
 int sl_segment_create(sl_segment **out, const sl_model *m, sl_lora *lora, const sl_segment_config *sc) {
     *out = NULL;
+    int covers = sl_model_check_covers(m, sc->layer_begin, sc->layer_end, sc->has_embedding, sc->has_head);
+    if (covers) return covers;
     const sl_config *c = &m->config;
     if (sc->layer_begin < 0 || sc->layer_end > c->n_layers || sc->layer_begin > sc->layer_end)
         return sl_fail(SL_EINVAL, "segment blocks [%d,%d) are outside the model's %d blocks", sc->layer_begin,
