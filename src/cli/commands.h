@@ -8,5 +8,9 @@ int cmd_bench(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_prepare(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+int cmd_cloud(int argc, char **argv);
+int cmd_edge(int argc, char **argv);
+int cmd_user(int argc, char **argv);
 
 #endif

@@ -17,6 +17,10 @@ static const command commands[] = {
     {"bench", cmd_bench, "benchmarks: 'bench step' times LoRA training steps"},
     {"tokenize", cmd_tokenize, "print the token ids of standard input (--decode: the reverse)"},
     {"prepare", cmd_prepare, "tokenize a dataset into per-user shards"},
+    {"run", cmd_run, "a whole deployment on this machine (threads or processes), or --scheme central"},
+    {"cloud", cmd_cloud, "the cloud tier as a process of its own"},
+    {"edge", cmd_edge, "an edge tier as a process of its own"},
+    {"user", cmd_user, "a user tier as a process of its own"},
 };
 
 static void usage(FILE *fp) {

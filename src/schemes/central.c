@@ -13,6 +13,7 @@
 #include "data/loader.h"
 #include "data/shard.h"
 #include "model/segment.h"
+#include "schemes/evaluate.h"
 #include "util/progress.h"
 
 #define MAX_USERS 100000
@@ -41,39 +42,6 @@ static int load_training_data(const char *dir, sl_shard *all, int *n_users) {
     }
     if (rc == 0 && *n_users == 0) rc = sl_fail(SL_EIO, "%s: no user_000.shard (expected the output of splitllm prepare)", dir);
     if (rc && *n_users > 0) sl_shard_free(all);
-    return rc;
-}
-
-/* Mean masked loss over (up to max_batches of) the validation shard. */
-static int evaluate(sl_segment *s, const sl_shard *val, int B, int T, int max_batches, float *out) {
-    sl_loader_config lc = {.lc_B = B, .lc_T = T, .lc_packing = 0, .lc_shuffle = 0, .lc_one_epoch = 1};
-    sl_loader ld;
-    sl_batch b;
-    int rc = sl_loader_open(&ld, val, &lc);
-    if (rc) return rc;
-    if ((rc = sl_batch_alloc(&b, B, T))) {
-        sl_loader_close(&ld);
-        return rc;
-    }
-    double sum = 0.0;
-    uint64_t count = 0;
-    for (int k = 0; max_batches == 0 || k < max_batches; k++) {
-        int r = sl_loader_next(&ld, &b);
-        if (r < 0) {
-            rc = r;
-            break;
-        }
-        if (b.b_mask_tokens > 0) {
-            sl_segment_input in = {.B = B, .T = T, .tokens = b.b_tokens, .targets = b.b_targets, .mask = b.b_mask};
-            if ((rc = sl_segment_forward(s, &in))) break;
-            sum += (double)sl_segment_loss(s) * (double)sl_segment_loss_count(s);
-            count += (uint64_t)sl_segment_loss_count(s);
-        }
-        if (r == 1) break;
-    }
-    sl_batch_free(&b);
-    sl_loader_close(&ld);
-    *out = count > 0 ? (float)(sum / (double)count) : NAN;
     return rc;
 }
 
@@ -160,7 +128,7 @@ int sl_central_run(const sl_central_config *cfg, sl_central_result *out) {
         goto done;
     }
     double t_start = sl_now_s();
-    if ((rc = evaluate(seg, &val, cfg->batch, cfg->seq, cfg->eval_batches, &out->eval_loss_initial))) goto done;
+    if ((rc = sl_evaluate_segment(seg, &val, cfg->batch, cfg->seq, cfg->eval_batches, &out->eval_loss_initial))) goto done;
     fprintf(metrics, "{\"tier\":\"central\",\"step\":0,\"eval_loss\":%.6f}\n", out->eval_loss_initial);
     fprintf(stderr, "central: %d users' data, %llu samples; eval loss before training %.4f (perplexity %.2f)\n",
             n_users, (unsigned long long)train.sh_n_samples, out->eval_loss_initial, exp(out->eval_loss_initial));
@@ -190,13 +158,13 @@ int sl_central_run(const sl_central_config *cfg, sl_central_result *out) {
         sl_progress_update(&prog, step, (double)tokens_done / train_s, "tok/s", extra);
         if (cfg->eval_every > 0 && step % cfg->eval_every == 0 && step != cfg->steps) {
             float ev;
-            if ((rc = evaluate(seg, &val, cfg->batch, cfg->seq, cfg->eval_batches, &ev))) goto done;
+            if ((rc = sl_evaluate_segment(seg, &val, cfg->batch, cfg->seq, cfg->eval_batches, &ev))) goto done;
             fprintf(metrics, "{\"tier\":\"central\",\"step\":%d,\"eval_loss\":%.6f}\n", step, ev);
         }
         fflush(metrics);
     }
     sl_progress_finish(&prog);
-    if ((rc = evaluate(seg, &val, cfg->batch, cfg->seq, cfg->eval_batches, &out->eval_loss_final))) goto done;
+    if ((rc = sl_evaluate_segment(seg, &val, cfg->batch, cfg->seq, cfg->eval_batches, &out->eval_loss_final))) goto done;
     fprintf(metrics, "{\"tier\":\"central\",\"step\":%d,\"eval_loss\":%.6f}\n", cfg->steps, out->eval_loss_final);
     out->wall_seconds = sl_now_s() - t_start;
     out->tokens_per_s = train_s > 0 ? (double)tokens_done / train_s : 0.0;

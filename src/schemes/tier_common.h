@@ -1,0 +1,58 @@
+/* tier_common.h: what the cloud, edge and user tiers of the splitllm scheme share — the
+ * training configuration the cloud sends down (as JSON), fetching and verifying a model
+ * part over a link, and the per-step seeds. Private to src/schemes. */
+#ifndef SPLITLLM_SCHEMES_TIER_COMMON_H
+#define SPLITLLM_SCHEMES_TIER_COMMON_H
+
+#include <stdint.h>
+
+#include "model/lora.h"
+#include "model/optim.h"
+#include "net/link.h"
+#include "util/sha256.h"
+
+/* Largest PART_DATA chunk: well under the message limit, large enough to keep round trips
+ * few (a 124M model's user part is ~160 MB: 40 chunks). */
+#define SL_PART_CHUNK_BYTES ((size_t)4 << 20)
+/* How long a tier waits between polls when its peer has nothing for it yet. */
+#define SL_POLL_MIN_MS 5
+#define SL_POLL_MAX_MS 100
+
+/* The training configuration every tier needs, as the cloud decides it. */
+typedef struct {
+    int n_layers, dim;
+    int cut1, cut2;
+    int batch, seq, packing;
+    int rounds, local_steps;
+    uint64_t seed;
+    sl_lora_config lora;
+    sl_adamw_config optim;
+    uint8_t edge_part_sha256[SL_SHA256_BYTES];
+    uint64_t edge_part_bytes;
+    uint8_t user_part_sha256[SL_SHA256_BYTES];
+    uint64_t user_part_bytes;
+} sl_tier_config;
+
+/* JSON text (sl_alloc'd, NUL-terminated) and back. Parsing checks every field by name. */
+int sl_tier_config_to_json(const sl_tier_config *c, char **out);
+int sl_tier_config_from_json(const char *text, size_t bytes, const char *from, sl_tier_config *out);
+
+/* Makes path hold the part named part_name ("edge" or "user") with this SHA-256 and size,
+ * fetching it over link in PART_CHUNK requests when the file is absent or differs. The
+ * download is written to a temp file, verified, then renamed. */
+int sl_fetch_part(sl_link *link, const char *part_name, const uint8_t sha256[SL_SHA256_BYTES], uint64_t bytes,
+                  const char *path);
+
+/* Serves one PART_CHUNK request from a mapped part file. */
+int sl_serve_part_chunk(const sl_msg *request, sl_msg *reply, const char *part_name, const void *data,
+                        uint64_t bytes);
+
+/* The dropout seed of global step k = (round-1)*E + step + 1 (1-based, as central). */
+static inline uint64_t sl_step_seed(uint64_t seed, int round, int local_steps, int step) {
+    return seed ^ (uint64_t)((int64_t)(round - 1) * local_steps + step + 1);
+}
+
+/* Peak memory etc. are read by the caller; this sleeps ms milliseconds. */
+void sl_sleep_ms(int ms);
+
+#endif
