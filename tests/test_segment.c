@@ -82,11 +82,12 @@ static sl_segment_input batch_of(fixture *f, int want_grad) {
     return b;
 }
 
+/* The training loss (want_grad: with the same dropout masks as the backward). */
 static float loss_whole(fixture *f, sl_lora *l) {
     sl_segment_config sc = {0, f->model.config.n_layers, 1, 1, TB, TT};
     sl_segment *s;
     assert_int_equal(sl_segment_create(&s, &f->model, l, &sc), 0);
-    sl_segment_input b = batch_of(f, 0);
+    sl_segment_input b = batch_of(f, 1);
     assert_int_equal(sl_segment_forward(s, &b), 0);
     float loss = sl_segment_loss(s);
     sl_segment_free(s);
@@ -319,6 +320,40 @@ static void test_training_lowers_loss(void **state) {
     free_fixture(&f);
 }
 
+/* Evaluation (want_grad 0) applies no dropout: the same as an adapter without dropout;
+ * training (want_grad 1) does, so its loss differs. */
+static void test_eval_has_no_dropout(void **state) {
+    (void)state;
+    fixture f;
+    make_fixture(&f, SL_ARCH_GPT2, 1);
+    const int L = f.model.config.n_layers;
+    sl_lora_config lc = lora_config_all(SL_ARCH_GPT2);
+    sl_lora plain, dropped;
+    assert_int_equal(sl_lora_init(&plain, &f.model.config, &lc, 0, L), 0);
+    lc.dropout = 0.5f;
+    assert_int_equal(sl_lora_init(&dropped, &f.model.config, &lc, 0, L), 0);
+    randomize_B(&plain, 4);
+    memcpy(dropped.params, plain.params, plain.n_params * sizeof(float));
+    sl_segment_config sc = {0, L, 1, 1, TB, TT};
+    sl_segment *s1, *s2;
+    assert_int_equal(sl_segment_create(&s1, &f.model, &plain, &sc), 0);
+    assert_int_equal(sl_segment_create(&s2, &f.model, &dropped, &sc), 0);
+    sl_segment_input b = batch_of(&f, 0);
+    assert_int_equal(sl_segment_forward(s1, &b), 0);
+    assert_int_equal(sl_segment_forward(s2, &b), 0);
+    float a = sl_segment_loss(s1), c = sl_segment_loss(s2);
+    assert_memory_equal(&a, &c, sizeof(float));
+    b.want_grad = 1;
+    assert_int_equal(sl_segment_forward(s2, &b), 0);
+    c = sl_segment_loss(s2);
+    assert_true(c != a);
+    sl_segment_free(s1);
+    sl_segment_free(s2);
+    sl_lora_free(&plain);
+    sl_lora_free(&dropped);
+    free_fixture(&f);
+}
+
 /* A backward without a forward, or a batch larger than planned, is an error, not a crash. */
 static void test_misuse_is_an_error(void **state) {
     (void)state;
@@ -347,7 +382,7 @@ int main(void) {
         cmocka_unit_test(test_lora_gradients_dropout), cmocka_unit_test(test_split_equivalence_gpt2),
         cmocka_unit_test(test_split_equivalence_llama), cmocka_unit_test(test_zero_B_gpt2),
         cmocka_unit_test(test_zero_B_llama),           cmocka_unit_test(test_training_lowers_loss),
-        cmocka_unit_test(test_misuse_is_an_error),
+        cmocka_unit_test(test_misuse_is_an_error),    cmocka_unit_test(test_eval_has_no_dropout),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -162,7 +162,7 @@ static void lora_fwd(sl_segment *s, int layer, sl_lora_target t, float *out, int
     if (!has_target(s, t)) return;
     const sl_lora *l = s->lora;
     const int in = l->in_dim[t], oc = l->out_dim[t], r = l->config.rank;
-    if (l->config.dropout > 0.0f) {
+    if (l->config.dropout > 0.0f && s->want_grad) { /* dropout trains; evaluation sees every input */
         dropout_apply(s->s_drop, x, (size_t)N * in, l->config.dropout, dropout_seed_of(s, layer, t));
         x = s->s_drop;
     }

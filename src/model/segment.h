@@ -33,7 +33,8 @@ typedef struct {
     const float *input;      /* (B,T,C): other segments */
     const int *targets;      /* (B,T): segments with the head; NULL = no loss (inference) */
     const uint8_t *mask;     /* (B,T): 1 where the target counts; NULL = all count */
-    int want_grad;           /* a backward will follow: the head computes its gradient */
+    int want_grad;           /* training: a backward will follow (the head computes its gradient)
+                                and LoRA dropout is applied; 0 = evaluation, no dropout */
     uint64_t dropout_seed;   /* LoRA dropout masks of this step (same seed in backward) */
     float *logits;           /* optional, head only: with targets (B,T,V); without, (B,V) at t = T-1 */
 } sl_segment_input;

@@ -150,7 +150,7 @@ int sl_central_run(const sl_central_config *cfg, sl_central_result *out) {
         train_s += dt;
         tokens_done += (uint64_t)cfg->batch * (uint64_t)cfg->seq;
         out->train_loss_final = sl_segment_loss(seg);
-        fprintf(metrics, "{\"tier\":\"central\",\"step\":%d,\"loss\":%.6f,\"lr\":%.6g,\"grad_norm\":%.6g,"
+        fprintf(metrics, "{\"tier\":\"central\",\"step\":%d,\"loss\":%.9g,\"lr\":%.6g,\"grad_norm\":%.6g,"
                 "\"seconds\":%.4f,\"tokens\":%d}\n", step, out->train_loss_final, lr, sqrt(sumsq), dt,
                 cfg->batch * cfg->seq);
         char extra[96];
