@@ -1,7 +1,8 @@
 # Makefile: the short commands for a fresh Debian 12 machine — setup, build, test, demo, bench.
 # It only drives scripts/ and CMake; the build itself is described in CMakeLists.txt.
 #
-#   make demo    install dependencies and assets, build, fine-tune stories260K with LoRA
+#   make demo    install dependencies and assets, build, fine-tune stories260K with LoRA by
+#                three-tier split learning (8 users, 2 edges, 1 cloud) on E2E
 #   make test    install, build, run all tests, then all tests again under ASan/UBSan
 #   make bench   time one LoRA training step here and in PyTorch, print the ratios
 #
@@ -11,13 +12,15 @@ ASAN_BUILD_DIR ?= build-asan
 JOBS           ?= $(shell nproc)
 CTEST_JOBS     ?= 2
 # The demo: E2E dev set (training) tokenized for stories260K into 8 non-IID users (Dirichlet
-# over eatType), then LoRA fine-tuning; eval loss before/after and a generation for an E2E
-# prompt before and after.
+# over eatType), then SplitLLM fine-tuning — users hold the embedding and blocks [0,2), the
+# 2 edges blocks [2,4), the cloud block 4 and the head — as threads over inproc://; eval
+# loss before/after (printed by run) and a generation for an E2E prompt before and after.
 DEMO_MODEL     ?= assets/models/stories260K/stories260K.bin
 DEMO_TOKENIZER ?= assets/models/stories260K/tok512.bin
 DEMO_PREPARE   ?= --input assets/datasets/e2e_devset.csv --format e2e --max-seq 256 --users 8 \
                   --partition dirichlet --key eatType --alpha 0.5 --seed 1
-DEMO_ARGS      ?= --steps 150 --batch 8 --seq 256 --lr 3e-3 --lora-rank 8 --lora-targets all --eval-batches 30
+DEMO_ARGS      ?= --users 8 --edges 2 --cuts 2,4 --rounds 8 --local-steps 10 --batch 8 --seq 256 --lr 3e-3 \
+                  --warmup 10 --lora-rank 8 --lora-targets all --eval-batches 30
 DEMO_PROMPT    ?= name[The Eagle], eatType[coffee shop], food[French], priceRange[moderate], area[riverside]
 
 SHELL := /bin/bash
@@ -56,7 +59,7 @@ demo: setup build
 	@echo "== generation before fine-tuning =="
 	./$(BUILD_DIR)/splitllm generate --model $(DEMO_MODEL) --tokenizer $(DEMO_TOKENIZER) \
 	  --prompt $$'$(DEMO_PROMPT)\n' --steps 100 --temperature 0
-	./$(BUILD_DIR)/splitllm train --model $(DEMO_MODEL) --data out/demo-data --out out/demo $(DEMO_ARGS)
+	./$(BUILD_DIR)/splitllm run --model $(DEMO_MODEL) --data out/demo-data --out out/demo $(DEMO_ARGS)
 	@echo "== generation after fine-tuning =="
 	./$(BUILD_DIR)/splitllm generate --model $(DEMO_MODEL) --tokenizer $(DEMO_TOKENIZER) \
 	  --lora out/demo/lora.safetensors --prompt $$'$(DEMO_PROMPT)\n' --steps 100 --temperature 0

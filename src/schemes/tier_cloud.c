@@ -19,6 +19,7 @@
 #include "schemes/fedavg.h"
 #include "schemes/run.h"
 #include "schemes/tier_common.h"
+#include "util/progress.h"
 
 typedef struct {
     sl_lora lora;        /* blocks [c2,L): this round's copy of the cloud-side adapter */
@@ -55,6 +56,9 @@ typedef struct {
     double c_round_start_s;
     FILE *c_metrics;
     sl_server *c_server;
+    sl_progress c_progress;  /* steps of all streams, under c_mu */
+    long c_steps_done;
+    double c_train_start_s;
 } cloud_state;
 
 /* The user that edge e trains with in round r. */
@@ -142,6 +146,7 @@ static int aggregate_round(cloud_state *cs) {
             "\"streams\":[%s]}\n", r, loss_steps ? loss_sum / loss_steps : NAN, samples, now - cs->c_round_start_s,
             users);
     fflush(cs->c_metrics);
+    if (cs->c_progress.p_tty) fprintf(stderr, "\n");
     fprintf(stderr, "cloud: round %d/%d done: train loss %.4f over %d steps, %.1f s\n", r, c->rounds,
             loss_steps ? loss_sum / loss_steps : NAN, loss_steps, now - cs->c_round_start_s);
     cs->c_round_start_s = now;
@@ -238,8 +243,16 @@ static int on_forward(cloud_state *cs, const sl_msg *req, sl_msg *reply) {
     st->count = sl_segment_loss_count(st->seg);
     st->loss_sum += st->loss;
     st->loss_steps++;
+    pthread_mutex_lock(&cs->c_mu);
     fprintf(cs->c_metrics, "{\"tier\":\"cloud\",\"round\":%d,\"step\":%d,\"stream\":%d,\"loss\":%.9g,\"count\":%d}\n", r,
             step, e, st->loss, st->count);
+    cs->c_steps_done++;
+    char extra[96];
+    snprintf(extra, sizeof(extra), "round %d/%d  loss %.4f", r, c->rounds, st->loss);
+    double elapsed = sl_now_s() - cs->c_train_start_s;
+    sl_progress_update(&cs->c_progress, cs->c_steps_done,
+                       elapsed > 0 ? (double)cs->c_steps_done * B * T / elapsed : 0.0, "tok/s", extra);
+    pthread_mutex_unlock(&cs->c_mu);
     sl_msg_init(reply, SL_MSG_BACKWARD, (uint32_t)r, (uint32_t)step, (uint32_t)e);
     uint32_t gshape[3] = {(uint32_t)B, (uint32_t)T, (uint32_t)C};
     rc = sl_msg_add(reply, "grad", SL_DTYPE_F32, 3, gshape, st->grad);
@@ -443,6 +456,8 @@ int sl_cloud_run(const sl_run_config *c, const char *url, sl_tier_report *rep) {
     fprintf(stderr, "cloud: listening on %s; %d edges, %d users, blocks [%d,%d) user, [%d,%d) edge, [%d,%d) cloud\n",
             sl_server_url(cs.c_server), M, c->users, 0, c->cut1, c->cut1, c->cut2, c->cut2, L);
     cs.c_round_start_s = sl_now_s();
+    cs.c_train_start_s = cs.c_round_start_s;
+    sl_progress_start(&cs.c_progress, stderr, "step", (long)c->rounds * c->local_steps * M);
     /* Wait for the last round to be aggregated, then give the edges time to hear DONE. */
     double last_progress = sl_now_s();
     int seen_round = 1;
