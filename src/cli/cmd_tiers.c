@@ -62,7 +62,8 @@ int cmd_user(int argc, char **argv) {
     int id = 0, timeout_ms = 60000;
     const sl_opt opts[] = {
         {"--id", SL_OPT_INT, &id, "this user's number (0..N-1)"},
-        {"--edge", SL_OPT_STR, &edge, "its edge's URL"},
+        {"--edge", SL_OPT_STR, &edge, "its edge's URL (splitllm)"},
+        {"--server", SL_OPT_STR, &edge, "its server's URL: the cloud in sfl, sl and fl (same as --edge)"},
         {"--data", SL_OPT_STR, &data, "its shard (user_NNN.shard from splitllm prepare)"},
         {"--cache", SL_OPT_STR, &cache, "folder for the model part (default out/user)"},
         {"--timeout-ms", SL_OPT_INT, &timeout_ms, "how long to wait for a peer (default 60000)"},
@@ -71,7 +72,7 @@ int cmd_user(int argc, char **argv) {
     int rc = sl_parse_args("user", "A user tier: trains on its own shard.", opts, SL_COUNTOF(opts), argc, argv);
     if (rc) return rc > 0 ? 0 : 2;
     if (edge == NULL || data == NULL) {
-        fprintf(stderr, "splitllm user: --edge URL and --data SHARD are required\n");
+        fprintf(stderr, "splitllm user: --edge (or --server) URL and --data SHARD are required\n");
         return 2;
     }
     sl_tier_report rep;

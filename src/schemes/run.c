@@ -204,6 +204,8 @@ static int run_processes(const sl_run_config *c, const char *argv0, tier_job *jo
                                    "--weight-decay", num[14], "--lora-dropout", num[15], "--lora-targets",
                                    targets_arg, "--report", report};
             for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) args[a++] = (char *)fixed[i];
+            args[a++] = "--scheme";
+            args[a++] = (char *)(c->scheme ? c->scheme : "splitllm");
             if (c->assign) {
                 args[a++] = "--assign";
                 args[a++] = (char *)c->assign;
@@ -286,12 +288,14 @@ static int write_run_summary(const sl_run_config *c, const tier_job *jobs, int n
         if (j->tier == SL_TIER_USER) user_edge += j->rep.bytes_up_sent + j->rep.bytes_up_received;
         if (j->tier == SL_TIER_EDGE) edge_cloud += j->rep.bytes_up_sent + j->rep.bytes_up_received;
     }
+    const char *scheme = c->scheme ? c->scheme : "splitllm";
+    const int three_tier = strcmp(scheme, "splitllm") == 0;
     cJSON *s = cJSON_CreateObject();
-    cJSON_AddStringToObject(s, "scheme", "splitllm");
+    cJSON_AddStringToObject(s, "scheme", scheme);
     cJSON_AddStringToObject(s, "mode", c->processes ? "processes" : "threads");
     cJSON_AddStringToObject(s, "transport", c->transport ? c->transport : "inproc");
     cJSON_AddNumberToObject(s, "users", c->users);
-    cJSON_AddNumberToObject(s, "edges", c->edges);
+    cJSON_AddNumberToObject(s, "edges", three_tier ? c->edges : 0);
     cJSON_AddNumberToObject(s, "rounds", c->rounds);
     cJSON_AddNumberToObject(s, "local_steps", c->local_steps);
     cJSON *cuts = cJSON_AddArrayToObject(s, "cuts");
@@ -304,15 +308,19 @@ static int write_run_summary(const sl_run_config *c, const tier_job *jobs, int n
     cJSON *r = cJSON_AddObjectToObject(s, "peak_rss_bytes");
     if (c->processes) {
         cJSON_AddNumberToObject(r, "user", (double)rss[SL_TIER_USER]);
-        cJSON_AddNumberToObject(r, "edge", (double)rss[SL_TIER_EDGE]);
+        if (three_tier) cJSON_AddNumberToObject(r, "edge", (double)rss[SL_TIER_EDGE]);
         cJSON_AddNumberToObject(r, "cloud", (double)rss[SL_TIER_CLOUD]);
     } else {
         /* threads share one process: only the whole is meaningful */
         cJSON_AddNumberToObject(r, "process", (double)sl_peak_rss_bytes());
     }
     cJSON *b = cJSON_AddObjectToObject(s, "bytes");
-    cJSON_AddNumberToObject(b, "user_edge", (double)user_edge);
-    cJSON_AddNumberToObject(b, "edge_cloud", (double)edge_cloud);
+    if (three_tier) {
+        cJSON_AddNumberToObject(b, "user_edge", (double)user_edge);
+        cJSON_AddNumberToObject(b, "edge_cloud", (double)edge_cloud);
+    } else {
+        cJSON_AddNumberToObject(b, "user_cloud", (double)user_edge); /* users talk to the server directly */
+    }
     cJSON_AddNumberToObject(s, "wall_seconds", wall_s);
     char *text = cJSON_Print(s);
     cJSON_Delete(s);
@@ -371,13 +379,15 @@ int sl_run(const sl_run_config *c, const char *argv0) {
         sl_central_result r;
         return sl_central_run(&cc, &r);
     }
-    if (c->scheme && strcmp(c->scheme, "splitllm") != 0)
-        return sl_fail(SL_EINVAL, "--scheme '%s': expected splitllm or central (fl, sl, sfl come with the "
-                       "experiments)", c->scheme);
+    const char *scheme = c->scheme ? c->scheme : "splitllm";
+    const int three_tier = strcmp(scheme, "splitllm") == 0;
+    if (!three_tier && strcmp(scheme, "sfl") != 0 && strcmp(scheme, "sl") != 0 && strcmp(scheme, "fl") != 0)
+        return sl_fail(SL_EINVAL, "--scheme '%s': expected splitllm, sfl, sl, fl or central", scheme);
     float eval0 = NAN, eval1 = NAN;
     if ((rc = eval_adapter(c, NULL, &eval0))) return rc;
     fprintf(stderr, "run: eval loss before training %.4f (perplexity %.2f)\n", eval0, exp(eval0));
-    const int n_jobs = 1 + c->edges + c->users;
+    const int n_edges = three_tier ? c->edges : 0; /* the two-tier schemes and fl have no edges */
+    const int n_jobs = 1 + n_edges + c->users;
     tier_job *jobs = calloc((size_t)n_jobs, sizeof(tier_job));
     if (jobs == NULL) return sl_fail(SL_ENOMEM, "run: out of memory");
     char cloud_url[SL_URL_MAX];
@@ -385,7 +395,7 @@ int sl_run(const sl_run_config *c, const char *argv0) {
     jobs[0] = (tier_job){.cfg = c, .tier = SL_TIER_CLOUD, .id = 0};
     snprintf(jobs[0].url, SL_URL_MAX, "%s", cloud_url);
     snprintf(jobs[0].cache, sizeof(jobs[0].cache), "%s/cloud", c->out_dir);
-    for (int e = 0; e < c->edges; e++) {
+    for (int e = 0; e < n_edges; e++) {
         tier_job *j = &jobs[1 + e];
         *j = (tier_job){.cfg = c, .tier = SL_TIER_EDGE, .id = e};
         make_url(c, j->url, "edge", e);
@@ -393,9 +403,10 @@ int sl_run(const sl_run_config *c, const char *argv0) {
         snprintf(j->cache, sizeof(j->cache), "%s/edge-%d", c->out_dir, e);
     }
     for (int u = 0; u < c->users; u++) {
-        tier_job *j = &jobs[1 + c->edges + u];
+        tier_job *j = &jobs[1 + n_edges + u];
         *j = (tier_job){.cfg = c, .tier = SL_TIER_USER, .id = u};
-        make_url(c, j->up_url, "edge", sl_run_edge_of_user(c, u));
+        if (three_tier) make_url(c, j->up_url, "edge", sl_run_edge_of_user(c, u));
+        else snprintf(j->up_url, SL_URL_MAX, "%s", cloud_url);
         snprintf(j->shard, sizeof(j->shard), "%s/user_%03d.shard", c->data_dir, u);
         snprintf(j->cache, sizeof(j->cache), "%s/user-%d", c->out_dir, u);
     }

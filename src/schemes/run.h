@@ -18,7 +18,7 @@
 #include "model/optim.h"
 
 typedef struct {
-    const char *scheme;        /* "splitllm" or "central" */
+    const char *scheme;        /* "splitllm", "sfl", "sl", "fl" or "central" */
     const char *model_path;    /* cloud (and central): the whole base model */
     const char *tokenizer_path;
     const char *data_dir;      /* output of `splitllm prepare` */
@@ -60,8 +60,9 @@ int sl_cloud_run(const sl_run_config *c, const char *url, sl_tier_report *rep);
 /* Edge e: connects to the cloud, listens for its users on url. cache_dir holds its parts. */
 int sl_edge_run(int edge_id, const char *cloud_url, const char *url, const char *cache_dir, int timeout_ms,
                 sl_tier_report *rep);
-/* User u: connects to its edge, trains on shard_path when its edge picks it. */
-int sl_user_run(int user_id, const char *edge_url, const char *shard_path, const char *cache_dir, int timeout_ms,
+/* User u: connects to its server (its edge in splitllm, the cloud in sfl, sl, fl) and
+ * trains on shard_path whenever the server gives it a task. */
+int sl_user_run(int user_id, const char *server_url, const char *shard_path, const char *cache_dir, int timeout_ms,
                 sl_tier_report *rep);
 
 /* Writes a tier's report as JSON (what `splitllm run --processes` collects). */

@@ -1,12 +1,22 @@
-/* tier_cloud.c: the cloud of the splitllm scheme (see run.h). It cuts the base model into
- * the three parts, serves the edge and user parts, runs blocks [c2,L) + head + loss for M
- * concurrent streams (one per edge, each with its own adapter copy and optimizer state),
- * and at the end of each round averages the user-side, edge-side and cloud-side adapters
- * of the round (FedAvg by samples) into the global adapter it sends down next round.
+/* tier_cloud.c: the cloud — the aggregating server of every distributed scheme (see run.h).
  *
- * Concurrency: the server runs M+1 workers. Round bookkeeping is under c_mu; a stream's
- * segment, adapter and buffers are touched only by requests of its own edge, which come one
- * at a time (an edge's link is synchronous), so the heavy work runs without the lock. */
+ *   splitllm  clients are the M edges; the cloud runs blocks [c2,L) + head for M streams
+ *             at once (one per edge), and averages user-, edge- and cloud-side adapters.
+ *   sfl       (SplitFed V1) clients are the N users; the server runs blocks [c1,L) + head
+ *             for N streams at once, one model instance per user with its own adapters,
+ *             optimizer state and activations; user- and server-side adapters averaged.
+ *   sl        (vanilla split learning) clients are the N users, one after another in each
+ *             round against one server instance; the user-side adapter passes from user to
+ *             user, nothing is averaged.
+ *   fl        (federated LoRA) clients are the N users, each training the whole model; the
+ *             cloud only averages their adapters.
+ *
+ * It cuts the base model into parts, serves the parts its clients need, and at the end of
+ * each round writes the round's adapters and the global one.
+ *
+ * Concurrency: the server runs one worker per stream plus one. Round bookkeeping is under
+ * c_mu; a stream's segment, adapter and buffers are touched only by requests of its one
+ * client at a time (a client's link is synchronous), so the heavy work runs without it. */
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
@@ -21,38 +31,51 @@
 #include "schemes/tier_common.h"
 #include "util/progress.h"
 
+typedef enum { CLOUD_SPLITLLM, CLOUD_SFL, CLOUD_SL, CLOUD_FL } cloud_scheme;
+
 typedef struct {
-    sl_lora lora;        /* blocks [c2,L): this round's copy of the cloud-side adapter */
+    sl_lora lora;        /* the cloud-side adapter of this stream for this round */
     sl_adamw opt;
     sl_segment *seg;
     float *grad;         /* (B,T,C): gradient of the stream's input, the BACKWARD reply */
     float loss;          /* the last step's, for the reply */
     int32_t count;
-    int task_round;      /* round whose task this stream's edge received */
-    int reported_round;  /* round whose report arrived */
-    float *edge_adapter; /* (n_edge) as the edge trained it this round */
-    float *user_adapter; /* (n_user) */
-    double samples;
-    int user;
-    double loss_sum;     /* this round's training loss over steps */
-    int loss_steps;
+    int task_round;      /* round whose cloud-side copy was set up */
 } cloud_stream;
 
 typedef struct {
+    int task_round;      /* round whose task this client received */
+    int reported_round;  /* round whose report arrived */
+    float *user_adapter; /* (n_user) as trained this round */
+    float *edge_adapter; /* (n_edge): splitllm only */
+    double samples;
+    int user;            /* the user that trained (an edge's pick, or the client itself) */
+    double loss_sum;
+    int loss_steps;
+} cloud_client;
+
+typedef struct {
     const sl_run_config *c_cfg;
-    sl_model c_model;        /* the cloud part */
+    cloud_scheme c_scheme;
+    int c_n_clients;         /* edges (splitllm) or users */
+    int c_n_streams;         /* M (splitllm), N (sfl), 1 (sl), 0 (fl) */
+    sl_tier c_client_tier;
+    int c_seg_begin;         /* the cloud's blocks [c_seg_begin, L) */
+    sl_model c_model;        /* the cloud part (none for fl) */
     sl_config c_mc;          /* the whole model's configuration */
-    sl_tier_config c_tier;   /* what edges and users are told */
+    sl_tier_config c_tier;   /* what clients are told */
     char *c_json;
     char c_edge_path[1100], c_user_path[1100], c_cloud_path[1100];
     sl_mapped_file c_edge_file, c_user_file;
     sl_lora c_global;        /* blocks [0,L): the aggregated adapter */
-    size_t c_n_user, c_n_edge, c_n_cloud; /* floats of each tier's slice */
-    cloud_stream *c_streams; /* [M] */
-    int *c_edge_of_user;     /* [N] */
+    size_t c_n_user, c_n_edge, c_n_cloud; /* floats of each slice of c_global, in order */
+    cloud_stream *c_streams; /* [c_n_streams] */
+    cloud_client *c_clients; /* [c_n_clients] */
+    int *c_edge_of_user;     /* [N] (splitllm) */
     pthread_mutex_t c_mu;
     int c_round;             /* current round, 1..R; R+1 when training is over */
     int c_reports;           /* reports of the current round */
+    int *c_told_done;        /* [c_n_clients]: heard ROUND_DONE (user clients poll for it) */
     double c_round_start_s;
     FILE *c_metrics;
     sl_server *c_server;
@@ -61,13 +84,17 @@ typedef struct {
     double c_train_start_s;
 } cloud_state;
 
-/* The user that edge e trains with in round r. */
+static const char *scheme_name(cloud_scheme s) {
+    return s == CLOUD_SPLITLLM ? "splitllm" : s == CLOUD_SFL ? "sfl" : s == CLOUD_SL ? "sl" : "fl";
+}
+
+/* The user that edge e trains with in round r (splitllm). */
 static int pick_user(const cloud_state *cs, int e, int r) {
     const sl_run_config *c = cs->c_cfg;
     int count = 0;
     for (int u = 0; u < c->users; u++) count += cs->c_edge_of_user[u] == e;
     if (count == 0) return -1;
-    int k;
+    int k = -1;
     if (c->select != NULL && strcmp(c->select, "random") == 0) {
         sl_rng rng;
         sl_rng_init(&rng, c->seed, ((uint64_t)r << 20) + (uint64_t)e);
@@ -80,6 +107,14 @@ static int pick_user(const cloud_state *cs, int e, int r) {
     return -1;
 }
 
+/* The stream a client's steps run on. */
+static int stream_of(const cloud_state *cs, int client) {
+    return cs->c_scheme == CLOUD_SL ? 0 : client;
+}
+
+/* Float offset of the cloud's slice in c_global. */
+static size_t cloud_offset(const cloud_state *cs) { return cs->c_n_user + cs->c_n_edge; }
+
 static int save_slice(const cloud_state *cs, const float *params, int begin, int end, const char *path) {
     sl_lora l;
     int rc = sl_lora_init(&l, &cs->c_mc, &cs->c_cfg->lora, begin, end);
@@ -90,51 +125,67 @@ static int save_slice(const cloud_state *cs, const float *params, int begin, int
     return rc;
 }
 
-/* FedAvg of the round's reports into the global adapter; writes the round's files. Called
- * with c_mu held, once all M streams reported. */
+/* Averages (or, for sl, takes over) the round's adapters into the global adapter and writes
+ * the round's files. Called with c_mu held, once every client of the round reported. */
 static int aggregate_round(cloud_state *cs) {
     const sl_run_config *c = cs->c_cfg;
-    const int M = c->edges, r = cs->c_round;
-    const float **in = calloc((size_t)M, sizeof(float *));
-    double *w = calloc((size_t)M, sizeof(double));
-    if (in == NULL || w == NULL) {
+    const int K = cs->c_n_clients, r = cs->c_round, L = cs->c_mc.n_layers;
+    int rc = SL_OK;
+    if (cs->c_scheme == CLOUD_SL) {
+        /* the user side was carried from user to user; the server side is the one instance */
+        memcpy(cs->c_global.params + cloud_offset(cs), cs->c_streams[0].lora.params, cs->c_n_cloud * sizeof(float));
+    } else {
+        const float **in = calloc((size_t)K, sizeof(float *));
+        double *w = calloc((size_t)K, sizeof(double));
+        if (in == NULL || w == NULL) {
+            free(in);
+            free(w);
+            return sl_fail(SL_ENOMEM, "cloud: out of memory aggregating round %d", r);
+        }
+        for (int k = 0; k < K; k++) w[k] = cs->c_clients[k].samples;
+        for (int k = 0; k < K; k++) in[k] = cs->c_clients[k].user_adapter;
+        rc = sl_fedavg(cs->c_global.params, in, w, K, cs->c_n_user);
+        if (rc == 0 && cs->c_n_edge > 0) {
+            for (int k = 0; k < K; k++) in[k] = cs->c_clients[k].edge_adapter;
+            rc = sl_fedavg(cs->c_global.params + cs->c_n_user, in, w, K, cs->c_n_edge);
+        }
+        if (rc == 0 && cs->c_n_cloud > 0) {
+            for (int k = 0; k < K; k++) in[k] = cs->c_streams[stream_of(cs, k)].lora.params;
+            rc = sl_fedavg(cs->c_global.params + cloud_offset(cs), in, w, K, cs->c_n_cloud);
+        }
         free(in);
         free(w);
-        return sl_fail(SL_ENOMEM, "cloud: out of memory aggregating round %d", r);
+        if (rc) return rc;
     }
-    for (int e = 0; e < M; e++) w[e] = cs->c_streams[e].samples;
-    int rc;
-    for (int e = 0; e < M; e++) in[e] = cs->c_streams[e].user_adapter;
-    rc = sl_fedavg(cs->c_global.params, in, w, M, cs->c_n_user);
-    for (int e = 0; e < M; e++) in[e] = cs->c_streams[e].edge_adapter;
-    if (rc == 0) rc = sl_fedavg(cs->c_global.params + cs->c_n_user, in, w, M, cs->c_n_edge);
-    for (int e = 0; e < M; e++) in[e] = cs->c_streams[e].lora.params;
-    if (rc == 0) rc = sl_fedavg(cs->c_global.params + cs->c_n_user + cs->c_n_edge, in, w, M, cs->c_n_cloud);
-    free(in);
-    free(w);
-    if (rc) return rc;
     /* the round's adapters, so that the aggregation can be checked independently */
-    char dir[1200], path[1300];
+    char dir[1024], path[1300];
     snprintf(dir, sizeof(dir), "%s/rounds/r%03d", c->out_dir, r);
     if ((rc = sl_make_dirs(dir))) return rc;
+    const int user_end = cs->c_scheme == CLOUD_FL ? L : c->cut1;
     double loss_sum = 0.0, samples = 0.0;
     int loss_steps = 0;
-    char users[512] = "";
+    char list[2048] = "";
     size_t used = 0;
-    for (int e = 0; e < M && rc == 0; e++) {
-        cloud_stream *st = &cs->c_streams[e];
-        snprintf(path, sizeof(path), "%s/user_%03d.safetensors", dir, st->user);
-        rc = save_slice(cs, st->user_adapter, 0, c->cut1, path);
-        snprintf(path, sizeof(path), "%s/edge_%d.safetensors", dir, e);
-        if (rc == 0) rc = save_slice(cs, st->edge_adapter, c->cut1, c->cut2, path);
-        snprintf(path, sizeof(path), "%s/cloud_stream_%d.safetensors", dir, e);
-        if (rc == 0) rc = sl_lora_save(&st->lora, path);
-        loss_sum += st->loss_sum;
-        loss_steps += st->loss_steps;
-        samples += st->samples;
-        int n = snprintf(users + used, sizeof(users) - used, "%s{\"edge\":%d,\"user\":%d,\"samples\":%.0f}",
-                         e ? "," : "", e, st->user, st->samples);
-        if (n > 0 && (size_t)n < sizeof(users) - used) used += (size_t)n;
+    for (int k = 0; k < K && rc == 0; k++) {
+        cloud_client *cl = &cs->c_clients[k];
+        if (cs->c_scheme != CLOUD_SL || k == K - 1) {
+            snprintf(path, sizeof(path), "%s/user_%03d.safetensors", dir, cl->user);
+            rc = save_slice(cs, cl->user_adapter, 0, user_end, path);
+        }
+        if (rc == 0 && cs->c_scheme == CLOUD_SPLITLLM) {
+            snprintf(path, sizeof(path), "%s/edge_%d.safetensors", dir, k);
+            rc = save_slice(cs, cl->edge_adapter, c->cut1, c->cut2, path);
+        }
+        if (rc == 0 && cs->c_n_streams > 0 && (cs->c_scheme != CLOUD_SL || k == 0)) {
+            snprintf(path, sizeof(path), "%s/cloud_stream_%d.safetensors", dir, stream_of(cs, k));
+            rc = sl_lora_save(&cs->c_streams[stream_of(cs, k)].lora, path);
+        }
+        loss_sum += cl->loss_sum;
+        loss_steps += cl->loss_steps;
+        samples += cl->samples;
+        int n = snprintf(list + used, sizeof(list) - used, "%s{\"client\":%d,\"user\":%d,\"samples\":%.0f}",
+                         k ? "," : "", k, cl->user, cl->samples);
+        if (n > 0 && (size_t)n < sizeof(list) - used) used += (size_t)n;
     }
     snprintf(path, sizeof(path), "%s/global.safetensors", dir);
     if (rc == 0) rc = sl_lora_save(&cs->c_global, path);
@@ -144,91 +195,133 @@ static int aggregate_round(cloud_state *cs) {
     double now = sl_now_s();
     fprintf(cs->c_metrics, "{\"tier\":\"cloud\",\"round\":%d,\"train_loss\":%.9g,\"samples\":%.0f,\"seconds\":%.4f,"
             "\"streams\":[%s]}\n", r, loss_steps ? loss_sum / loss_steps : NAN, samples, now - cs->c_round_start_s,
-            users);
+            list);
     fflush(cs->c_metrics);
     if (cs->c_progress.p_tty) fprintf(stderr, "\n");
-    fprintf(stderr, "cloud: round %d/%d done: train loss %.4f over %d steps, %.1f s\n", r, c->rounds,
-            loss_steps ? loss_sum / loss_steps : NAN, loss_steps, now - cs->c_round_start_s);
+    fprintf(stderr, "cloud: %s round %d/%d done: train loss %.4f over %d steps, %.1f s\n", scheme_name(cs->c_scheme), r,
+            c->rounds, loss_steps ? loss_sum / loss_steps : NAN, loss_steps, now - cs->c_round_start_s);
     cs->c_round_start_s = now;
     return SL_OK;
 }
 
+/* The client id of a request, checked against the scheme's client tier. */
+static int client_of(const cloud_state *cs, const sl_msg *req, int *out) {
+    const uint32_t k = req->m_header.h_sender;
+    if (req->m_header.h_sender_tier != cs->c_client_tier || k >= (uint32_t)cs->c_n_clients)
+        return sl_fail(SL_EINVAL, "cloud (%s): %s from %s %u: the clients here are %ss 0..%d",
+                       scheme_name(cs->c_scheme), sl_msg_type_name(req->m_header.h_type),
+                       sl_tier_name(req->m_header.h_sender_tier), k, sl_tier_name(cs->c_client_tier),
+                       cs->c_n_clients - 1);
+    *out = (int)k;
+    return SL_OK;
+}
+
 static int on_hello(cloud_state *cs, const sl_msg *req, sl_msg *reply) {
-    const uint32_t e = req->m_header.h_sender;
-    if (req->m_header.h_sender_tier != SL_TIER_EDGE || e >= (uint32_t)cs->c_cfg->edges)
-        return sl_fail(SL_EINVAL, "cloud: HELLO from %s %u: this deployment has edges 0..%d",
-                       sl_tier_name(req->m_header.h_sender_tier), e, cs->c_cfg->edges - 1);
-    sl_msg_init(reply, SL_MSG_HELLO_OK, 0, 0, e);
+    int k = -1;
+    int rc = client_of(cs, req, &k);
+    if (rc) return rc;
+    sl_msg_init(reply, SL_MSG_HELLO_OK, 0, 0, (uint32_t)k);
     uint32_t shape[1] = {(uint32_t)strlen(cs->c_json)};
-    int rc = sl_msg_add(reply, "config", SL_DTYPE_U8, 1, shape, cs->c_json);
+    rc = sl_msg_add(reply, "config", SL_DTYPE_U8, 1, shape, cs->c_json);
+    if (rc || cs->c_scheme != CLOUD_SPLITLLM) return rc;
     /* the users attached to this edge, so it knows whom to tell that training is over */
     int32_t *users = sl_msg_alloc(reply, sizeof(int32_t) * (size_t)cs->c_cfg->users);
     if (users == NULL) return SL_ENOMEM;
     uint32_t n = 0;
     for (int u = 0; u < cs->c_cfg->users; u++)
-        if (cs->c_edge_of_user[u] == (int)e) users[n++] = u;
-    if (rc == 0) rc = sl_msg_add(reply, "users", SL_DTYPE_I32, 1, &n, users);
-    return rc;
+        if (cs->c_edge_of_user[u] == k) users[n++] = u;
+    return sl_msg_add(reply, "users", SL_DTYPE_I32, 1, &n, users);
 }
 
 static int on_part_chunk(cloud_state *cs, const sl_msg *req, sl_msg *reply) {
     const sl_tensor *name = sl_msg_find(req, "part");
     if (name != NULL && name->t_bytes == 4 && memcmp(name->t_data, "user", 4) == 0)
         return sl_serve_part_chunk(req, reply, "user", cs->c_user_file.m_data, cs->c_user_file.m_bytes);
+    if (cs->c_scheme != CLOUD_SPLITLLM) return sl_fail(SL_EINVAL, "cloud: only the user part is served in %s",
+                                                       scheme_name(cs->c_scheme));
     return sl_serve_part_chunk(req, reply, "edge", cs->c_edge_file.m_data, cs->c_edge_file.m_bytes);
 }
 
+/* Whether client k may train now in round r (c_mu held). */
+static int may_train(const cloud_state *cs, int k, int r) {
+    const cloud_client *cl = &cs->c_clients[k];
+    if (cs->c_round > cs->c_cfg->rounds || r != cs->c_round || cl->reported_round >= r) return 0;
+    /* sl: users take turns in id order */
+    return cs->c_scheme != CLOUD_SL || cs->c_reports == k;
+}
+
 static int on_round_poll(cloud_state *cs, const sl_msg *req, sl_msg *reply) {
-    const int e = (int)req->m_header.h_stream, r = (int)req->m_header.h_round;
-    if (e < 0 || e >= cs->c_cfg->edges) return sl_fail(SL_EINVAL, "cloud: ROUND_POLL for stream %d", e);
-    cloud_stream *st = &cs->c_streams[e];
+    int k = -1;
+    int rc = client_of(cs, req, &k);
+    if (rc) return rc;
+    const int r = (int)req->m_header.h_round;
+    cloud_client *cl = &cs->c_clients[k];
     pthread_mutex_lock(&cs->c_mu);
-    int current = cs->c_round;
-    int give_task = current <= cs->c_cfg->rounds && r == current && st->reported_round < current;
-    if (give_task && st->task_round != current) {
-        /* this round's cloud-side copy starts from the global adapter */
-        memcpy(st->lora.params, cs->c_global.params + cs->c_n_user + cs->c_n_edge, cs->c_n_cloud * sizeof(float));
-        st->task_round = current;
-        st->loss_sum = 0.0;
-        st->loss_steps = 0;
-        st->user = pick_user(cs, e, current);
+    const int current = cs->c_round;
+    const int give_task = may_train(cs, k, r);
+    if (give_task && cl->task_round != current) {
+        cl->task_round = current;
+        cl->loss_sum = 0.0;
+        cl->loss_steps = 0;
+        cl->user = cs->c_scheme == CLOUD_SPLITLLM ? pick_user(cs, k, current) : k;
+        if (cs->c_n_streams > 0) {
+            cloud_stream *st = &cs->c_streams[stream_of(cs, k)];
+            if (st->task_round != current) {
+                /* this round's cloud-side copy starts from the global adapter */
+                memcpy(st->lora.params, cs->c_global.params + cloud_offset(cs), cs->c_n_cloud * sizeof(float));
+                st->task_round = current;
+            }
+        }
     }
     pthread_mutex_unlock(&cs->c_mu);
     if (current > cs->c_cfg->rounds) {
-        sl_msg_init(reply, SL_MSG_ROUND_DONE, (uint32_t)current, 0, (uint32_t)e);
+        pthread_mutex_lock(&cs->c_mu);
+        cs->c_told_done[k] = 1;
+        pthread_mutex_unlock(&cs->c_mu);
+        sl_msg_init(reply, SL_MSG_ROUND_DONE, (uint32_t)current, 0, (uint32_t)k);
         return SL_OK;
     }
     if (!give_task) {
-        sl_msg_init(reply, SL_MSG_ROUND_WAIT, (uint32_t)current, 0, (uint32_t)e);
+        sl_msg_init(reply, SL_MSG_ROUND_WAIT, (uint32_t)current, 0, (uint32_t)k);
         return SL_OK;
     }
-    sl_msg_init(reply, SL_MSG_ROUND_TASK, (uint32_t)current, 0, (uint32_t)e);
+    sl_msg_init(reply, SL_MSG_ROUND_TASK, (uint32_t)current, 0, (uint32_t)k);
     int32_t *ints = sl_msg_alloc(reply, 2 * sizeof(int32_t));
     if (ints == NULL) return SL_ENOMEM;
-    ints[0] = st->user;
+    ints[0] = cl->user;
     ints[1] = cs->c_cfg->local_steps;
     uint32_t nu[1] = {(uint32_t)cs->c_n_user}, ne[1] = {(uint32_t)cs->c_n_edge};
-    int rc = sl_msg_add(reply, "user", SL_DTYPE_I32, 0, NULL, &ints[0]);
-    if (rc == 0) rc = sl_msg_add(reply, "steps", SL_DTYPE_I32, 0, NULL, &ints[1]);
-    /* the global adapter only changes between rounds, under c_mu, after every stream has
-     * reported: it is stable while this reply is encoded */
+    rc = sl_msg_add(reply, "steps", SL_DTYPE_I32, 0, NULL, &ints[1]);
+    /* the global adapter changes only under c_mu between turns or rounds, while no client of
+     * the round has a task outstanding: it is stable while this reply is encoded */
     if (rc == 0) rc = sl_msg_add(reply, "user_adapter", SL_DTYPE_F32, 1, nu, cs->c_global.params);
-    if (rc == 0) rc = sl_msg_add(reply, "edge_adapter", SL_DTYPE_F32, 1, ne, cs->c_global.params + cs->c_n_user);
+    if (rc == 0 && cs->c_scheme == CLOUD_SPLITLLM) {
+        rc = sl_msg_add(reply, "user", SL_DTYPE_I32, 0, NULL, &ints[0]);
+        if (rc == 0) rc = sl_msg_add(reply, "edge_adapter", SL_DTYPE_F32, 1, ne, cs->c_global.params + cs->c_n_user);
+    }
     return rc;
 }
 
 static int on_forward(cloud_state *cs, const sl_msg *req, sl_msg *reply) {
     const sl_run_config *c = cs->c_cfg;
-    const int e = (int)req->m_header.h_stream, r = (int)req->m_header.h_round, step = (int)req->m_header.h_step;
-    if (e < 0 || e >= c->edges) return sl_fail(SL_EINVAL, "cloud: FORWARD for stream %d", e);
-    cloud_stream *st = &cs->c_streams[e];
-    if (r != st->task_round || r != cs->c_round || step >= c->local_steps)
-        return sl_fail(SL_ESTATE, "cloud: FORWARD for round %d step %d on stream %d, which is at round %d (%d steps)",
-                       r, step, e, st->task_round, c->local_steps);
+    int k = -1;
+    int rc = client_of(cs, req, &k);
+    if (rc) return rc;
+    if (cs->c_n_streams == 0) return sl_fail(SL_EINVAL, "cloud: fl has no FORWARD");
+    const int r = (int)req->m_header.h_round, step = (int)req->m_header.h_step;
+    cloud_client *cl = &cs->c_clients[k];
+    cloud_stream *st = &cs->c_streams[stream_of(cs, k)];
+    pthread_mutex_lock(&cs->c_mu);
+    int ok = r == cs->c_round && cl->task_round == r && cl->reported_round < r && step < c->local_steps;
+    int cur = cs->c_round;
+    pthread_mutex_unlock(&cs->c_mu);
+    if (!ok)
+        return sl_fail(SL_ESTATE, "cloud: FORWARD from %s %d for round %d step %d; the cloud is at round %d (%d steps)",
+                       sl_tier_name(cs->c_client_tier), k, r, step, cur, c->local_steps);
     const int B = c->batch, T = c->seq, C = cs->c_mc.dim;
     const int64_t act_shape[3] = {B, T, C}, tok_shape[2] = {B, T};
     const sl_tensor *act, *targets, *mask;
-    int rc = sl_msg_get(req, "act", SL_DTYPE_F32, 3, act_shape, &act);
+    rc = sl_msg_get(req, "act", SL_DTYPE_F32, 3, act_shape, &act);
     if (rc == 0) rc = sl_msg_get(req, "targets", SL_DTYPE_I32, 2, tok_shape, &targets);
     if (rc == 0) rc = sl_msg_get(req, "mask", SL_DTYPE_U8, 2, tok_shape, &mask);
     if (rc) return rc;
@@ -237,15 +330,18 @@ static int on_forward(cloud_state *cs, const sl_msg *req, sl_msg *reply) {
     sl_lora_zero_grad(&st->lora);
     if ((rc = sl_segment_forward(st->seg, &in))) return rc;
     if ((rc = sl_segment_backward(st->seg, NULL, st->grad))) return rc;
-    const size_t ends[1] = {st->lora.n_params};
-    sl_adamw_update_groups(&st->opt, st->lora.params, st->lora.grads, 1, ends);
+    /* clip the tier groups the server holds separately, as every scheme does */
+    const size_t lp = st->lora.layer_params;
+    const size_t ends[2] = {lp * (size_t)(c->cut2 > cs->c_seg_begin ? c->cut2 - cs->c_seg_begin : 0),
+                            st->lora.n_params};
+    sl_adamw_update_groups(&st->opt, st->lora.params, st->lora.grads, 2, ends);
     st->loss = sl_segment_loss(st->seg);
     st->count = sl_segment_loss_count(st->seg);
-    st->loss_sum += st->loss;
-    st->loss_steps++;
     pthread_mutex_lock(&cs->c_mu);
-    fprintf(cs->c_metrics, "{\"tier\":\"cloud\",\"round\":%d,\"step\":%d,\"stream\":%d,\"loss\":%.9g,\"count\":%d}\n", r,
-            step, e, st->loss, st->count);
+    cl->loss_sum += st->loss;
+    cl->loss_steps++;
+    fprintf(cs->c_metrics, "{\"tier\":\"cloud\",\"round\":%d,\"step\":%d,\"stream\":%d,\"client\":%d,\"loss\":%.9g,"
+            "\"count\":%d}\n", r, step, stream_of(cs, k), k, st->loss, st->count);
     cs->c_steps_done++;
     char extra[96];
     snprintf(extra, sizeof(extra), "round %d/%d  loss %.4f", r, c->rounds, st->loss);
@@ -253,7 +349,7 @@ static int on_forward(cloud_state *cs, const sl_msg *req, sl_msg *reply) {
     sl_progress_update(&cs->c_progress, cs->c_steps_done,
                        elapsed > 0 ? (double)cs->c_steps_done * B * T / elapsed : 0.0, "tok/s", extra);
     pthread_mutex_unlock(&cs->c_mu);
-    sl_msg_init(reply, SL_MSG_BACKWARD, (uint32_t)r, (uint32_t)step, (uint32_t)e);
+    sl_msg_init(reply, SL_MSG_BACKWARD, (uint32_t)r, (uint32_t)step, (uint32_t)k);
     uint32_t gshape[3] = {(uint32_t)B, (uint32_t)T, (uint32_t)C};
     rc = sl_msg_add(reply, "grad", SL_DTYPE_F32, 3, gshape, st->grad);
     if (rc == 0) rc = sl_msg_add(reply, "loss", SL_DTYPE_F32, 0, NULL, &st->loss);
@@ -262,37 +358,48 @@ static int on_forward(cloud_state *cs, const sl_msg *req, sl_msg *reply) {
 }
 
 static int on_report(cloud_state *cs, const sl_msg *req, sl_msg *reply) {
-    const int e = (int)req->m_header.h_stream, r = (int)req->m_header.h_round;
-    if (e < 0 || e >= cs->c_cfg->edges) return sl_fail(SL_EINVAL, "cloud: ROUND_REPORT for stream %d", e);
-    cloud_stream *st = &cs->c_streams[e];
+    int k = -1;
+    int rc = client_of(cs, req, &k);
+    if (rc) return rc;
+    const int r = (int)req->m_header.h_round;
+    cloud_client *cl = &cs->c_clients[k];
     const int64_t su[1] = {(int64_t)cs->c_n_user}, se[1] = {(int64_t)cs->c_n_edge};
-    const sl_tensor *ua, *ea, *samples, *user;
-    int rc = sl_msg_get(req, "user_adapter", SL_DTYPE_F32, 1, su, &ua);
-    if (rc == 0) rc = sl_msg_get(req, "edge_adapter", SL_DTYPE_F32, 1, se, &ea);
+    const sl_tensor *ua, *ea = NULL, *samples, *loss = NULL;
+    rc = sl_msg_get(req, "user_adapter", SL_DTYPE_F32, 1, su, &ua);
+    if (rc == 0 && cs->c_scheme == CLOUD_SPLITLLM) rc = sl_msg_get(req, "edge_adapter", SL_DTYPE_F32, 1, se, &ea);
     if (rc == 0) rc = sl_msg_get(req, "samples", SL_DTYPE_U64, 0, NULL, &samples);
-    if (rc == 0) rc = sl_msg_get(req, "user", SL_DTYPE_I32, 0, NULL, &user);
+    if (rc == 0 && cs->c_scheme == CLOUD_FL) rc = sl_msg_get(req, "loss_sum", SL_DTYPE_F32, 0, NULL, &loss);
     if (rc) return rc;
     pthread_mutex_lock(&cs->c_mu);
-    if (r != cs->c_round || st->task_round != r || st->reported_round >= r) {
+    if (r != cs->c_round || cl->task_round != r || cl->reported_round >= r) {
         int cur = cs->c_round;
         pthread_mutex_unlock(&cs->c_mu);
-        return sl_fail(SL_ESTATE, "cloud: ROUND_REPORT of round %d from edge %d, the cloud is at round %d", r, e, cur);
+        return sl_fail(SL_ESTATE, "cloud: ROUND_REPORT of round %d from %s %d, the cloud is at round %d", r,
+                       sl_tier_name(cs->c_client_tier), k, cur);
     }
-    memcpy(st->user_adapter, ua->t_data, ua->t_bytes);
-    memcpy(st->edge_adapter, ea->t_data, ea->t_bytes);
+    memcpy(cl->user_adapter, ua->t_data, ua->t_bytes);
+    if (ea) memcpy(cl->edge_adapter, ea->t_data, ea->t_bytes);
     uint64_t n;
     memcpy(&n, samples->t_data, sizeof(n));
-    st->samples = (double)n;
-    st->reported_round = r;
+    cl->samples = (double)n;
+    if (loss) { /* fl: the users computed their own losses */
+        float ls;
+        memcpy(&ls, loss->t_data, sizeof(ls));
+        cl->loss_sum = ls;
+        cl->loss_steps = cs->c_cfg->local_steps;
+    }
+    cl->reported_round = r;
+    /* sl: the next user starts from this user's adapter */
+    if (cs->c_scheme == CLOUD_SL) memcpy(cs->c_global.params, ua->t_data, ua->t_bytes);
     cs->c_reports++;
-    if (cs->c_reports == cs->c_cfg->edges) {
+    if (cs->c_reports == cs->c_n_clients) {
         rc = aggregate_round(cs);
         cs->c_reports = 0;
         cs->c_round++;
     }
     pthread_mutex_unlock(&cs->c_mu);
     if (rc) return rc;
-    sl_msg_init(reply, SL_MSG_ACK, (uint32_t)r, 0, (uint32_t)e);
+    sl_msg_init(reply, SL_MSG_ACK, (uint32_t)r, 0, (uint32_t)k);
     return SL_OK;
 }
 
@@ -309,7 +416,8 @@ static int cloud_handler(void *arg, const sl_msg *req, sl_msg *reply) {
     }
 }
 
-/* Cuts the model into parts under out_dir/parts and maps the cloud's own. */
+/* Cuts the model into the parts the scheme needs under out_dir/parts and maps the cloud's
+ * own (none for fl). */
 static int make_parts(cloud_state *cs) {
     const sl_run_config *c = cs->c_cfg;
     sl_model full;
@@ -327,44 +435,67 @@ static int make_parts(cloud_state *cs) {
     snprintf(cs->c_user_path, sizeof(cs->c_user_path), "%s/user.safetensors", dir);
     snprintf(cs->c_edge_path, sizeof(cs->c_edge_path), "%s/edge.safetensors", dir);
     snprintf(cs->c_cloud_path, sizeof(cs->c_cloud_path), "%s/cloud.safetensors", dir);
-    if ((rc = sl_model_write_part(&full, 0, c->cut1, 1, 0, cs->c_user_path))) goto out;
-    if ((rc = sl_model_write_part(&full, c->cut1, c->cut2, 0, 0, cs->c_edge_path))) goto out;
-    if ((rc = sl_model_write_part(&full, c->cut2, L, 0, 1, cs->c_cloud_path))) goto out;
+    if (cs->c_scheme == CLOUD_FL) {
+        rc = sl_model_write_part(&full, 0, L, 1, 1, cs->c_user_path); /* every user holds the whole model */
+    } else {
+        if ((rc = sl_model_write_part(&full, 0, c->cut1, 1, 0, cs->c_user_path))) goto out;
+        if (cs->c_scheme == CLOUD_SPLITLLM &&
+            (rc = sl_model_write_part(&full, c->cut1, c->cut2, 0, 0, cs->c_edge_path)))
+            goto out;
+        rc = sl_model_write_part(&full, cs->c_seg_begin, L, 0, 1, cs->c_cloud_path);
+    }
 out:
     sl_model_free(&full);
     if (rc) return rc;
-    if ((rc = sl_model_load(&cs->c_model, cs->c_cloud_path))) return rc;
+    if (cs->c_scheme != CLOUD_FL && (rc = sl_model_load(&cs->c_model, cs->c_cloud_path))) return rc;
     if ((rc = sl_map_file(&cs->c_user_file, cs->c_user_path))) return rc;
-    if ((rc = sl_map_file(&cs->c_edge_file, cs->c_edge_path))) return rc;
     sl_sha256(cs->c_user_file.m_data, cs->c_user_file.m_bytes, cs->c_tier.user_part_sha256);
-    sl_sha256(cs->c_edge_file.m_data, cs->c_edge_file.m_bytes, cs->c_tier.edge_part_sha256);
     cs->c_tier.user_part_bytes = cs->c_user_file.m_bytes;
-    cs->c_tier.edge_part_bytes = cs->c_edge_file.m_bytes;
+    if (cs->c_scheme == CLOUD_SPLITLLM) {
+        if ((rc = sl_map_file(&cs->c_edge_file, cs->c_edge_path))) return rc;
+        sl_sha256(cs->c_edge_file.m_data, cs->c_edge_file.m_bytes, cs->c_tier.edge_part_sha256);
+        cs->c_tier.edge_part_bytes = cs->c_edge_file.m_bytes;
+    }
     return SL_OK;
 }
 
 static void cloud_free(cloud_state *cs) {
     sl_server_close(cs->c_server);
     if (cs->c_streams != NULL) {
-        for (int e = 0; e < cs->c_cfg->edges; e++) {
-            cloud_stream *st = &cs->c_streams[e];
+        for (int s = 0; s < cs->c_n_streams; s++) {
+            cloud_stream *st = &cs->c_streams[s];
             sl_segment_free(st->seg);
             sl_adamw_free(&st->opt);
             sl_lora_free(&st->lora);
             sl_free(st->grad);
-            sl_free(st->edge_adapter);
-            sl_free(st->user_adapter);
         }
         sl_free(cs->c_streams);
     }
+    if (cs->c_clients != NULL) {
+        for (int k = 0; k < cs->c_n_clients; k++) {
+            sl_free(cs->c_clients[k].user_adapter);
+            sl_free(cs->c_clients[k].edge_adapter);
+        }
+        sl_free(cs->c_clients);
+    }
     if (cs->c_metrics) fclose(cs->c_metrics);
     sl_free(cs->c_edge_of_user);
+    sl_free(cs->c_told_done);
     sl_lora_free(&cs->c_global);
     sl_unmap_file(&cs->c_user_file);
     sl_unmap_file(&cs->c_edge_file);
     sl_model_free(&cs->c_model);
     sl_free(cs->c_json);
     pthread_mutex_destroy(&cs->c_mu);
+}
+
+static int parse_scheme(const char *name, cloud_scheme *out) {
+    if (name == NULL || strcmp(name, "splitllm") == 0) *out = CLOUD_SPLITLLM;
+    else if (strcmp(name, "sfl") == 0) *out = CLOUD_SFL;
+    else if (strcmp(name, "sl") == 0) *out = CLOUD_SL;
+    else if (strcmp(name, "fl") == 0) *out = CLOUD_FL;
+    else return sl_fail(SL_EINVAL, "--scheme '%s': the cloud runs splitllm, sfl, sl or fl", name);
+    return SL_OK;
 }
 
 int sl_cloud_run(const sl_run_config *c, const char *url, sl_tier_report *rep) {
@@ -378,50 +509,65 @@ int sl_cloud_run(const sl_run_config *c, const char *url, sl_tier_report *rep) {
     cs.c_cfg = c;
     pthread_mutex_init(&cs.c_mu, NULL);
     cs.c_round = 1;
+    if ((rc = parse_scheme(c->scheme, &cs.c_scheme))) goto done;
+    const int M = c->edges, N = c->users;
+    switch (cs.c_scheme) {
+    case CLOUD_SPLITLLM: cs.c_n_clients = M; cs.c_n_streams = M; cs.c_client_tier = SL_TIER_EDGE; break;
+    case CLOUD_SFL: cs.c_n_clients = N; cs.c_n_streams = N; cs.c_client_tier = SL_TIER_USER; break;
+    case CLOUD_SL: cs.c_n_clients = N; cs.c_n_streams = 1; cs.c_client_tier = SL_TIER_USER; break;
+    case CLOUD_FL: cs.c_n_clients = N; cs.c_n_streams = 0; cs.c_client_tier = SL_TIER_USER; break;
+    }
+    cs.c_seg_begin = cs.c_scheme == CLOUD_SPLITLLM ? c->cut2 : c->cut1;
     if ((rc = make_parts(&cs))) goto done;
-    const int M = c->edges, L = cs.c_mc.n_layers;
-    cs.c_edge_of_user = sl_alloc(sizeof(int) * (size_t)c->users);
+    const int L = cs.c_mc.n_layers;
+    cs.c_edge_of_user = sl_alloc(sizeof(int) * (size_t)N);
     if (cs.c_edge_of_user == NULL) {
         rc = SL_ENOMEM;
         goto done;
     }
-    for (int u = 0; u < c->users; u++) {
-        cs.c_edge_of_user[u] = sl_run_edge_of_user(c, u);
-        if (cs.c_edge_of_user[u] < 0) {
-            rc = sl_fail(SL_EINVAL, "--assign '%s': no valid edge for user %d", c->assign ? c->assign : "", u);
-            goto done;
-        }
-    }
-    for (int e = 0; e < M; e++)
-        if (pick_user(&cs, e, 1) < 0) {
-            rc = sl_fail(SL_EINVAL, "edge %d has no users: every edge needs at least one (N=%d, M=%d)", e, c->users, M);
-            goto done;
-        }
+    for (int u = 0; u < N; u++) cs.c_edge_of_user[u] = sl_run_edge_of_user(c, u);
+    if (cs.c_scheme == CLOUD_SPLITLLM)
+        for (int e = 0; e < M; e++)
+            if (pick_user(&cs, e, 1) < 0) {
+                rc = sl_fail(SL_EINVAL, "edge %d has no users: every edge needs at least one (N=%d, M=%d)", e, N, M);
+                goto done;
+            }
     /* the global adapter starts exactly as central's */
     if ((rc = sl_lora_init(&cs.c_global, &cs.c_mc, &c->lora, 0, L))) goto done;
-    cs.c_n_user = cs.c_global.layer_params * (size_t)c->cut1;
-    cs.c_n_edge = cs.c_global.layer_params * (size_t)(c->cut2 - c->cut1);
-    cs.c_n_cloud = cs.c_global.layer_params * (size_t)(L - c->cut2);
+    const size_t lp = cs.c_global.layer_params;
+    if (cs.c_scheme == CLOUD_FL) {
+        cs.c_n_user = lp * (size_t)L;
+    } else {
+        cs.c_n_user = lp * (size_t)c->cut1;
+        cs.c_n_edge = cs.c_scheme == CLOUD_SPLITLLM ? lp * (size_t)(c->cut2 - c->cut1) : 0;
+        cs.c_n_cloud = lp * (size_t)(L - cs.c_seg_begin);
+    }
     sl_adamw_config oc = c->optim;
     if (oc.total_steps == 0) oc.total_steps = c->rounds * c->local_steps;
-    cs.c_streams = sl_alloc(sizeof(cloud_stream) * (size_t)M);
-    if (cs.c_streams == NULL) {
+    cs.c_clients = sl_alloc(sizeof(cloud_client) * (size_t)cs.c_n_clients);
+    cs.c_told_done = sl_alloc(sizeof(int) * (size_t)cs.c_n_clients);
+    cs.c_streams = sl_alloc(sizeof(cloud_stream) * (size_t)(cs.c_n_streams + 1));
+    if (cs.c_clients == NULL || cs.c_streams == NULL || cs.c_told_done == NULL) {
         rc = SL_ENOMEM;
         goto done;
     }
+    for (int k = 0; k < cs.c_n_clients && rc == 0; k++) {
+        cs.c_clients[k].user_adapter = sl_alloc((cs.c_n_user + 1) * sizeof(float));
+        cs.c_clients[k].edge_adapter = sl_alloc((cs.c_n_edge + 1) * sizeof(float));
+        if (!cs.c_clients[k].user_adapter || !cs.c_clients[k].edge_adapter) rc = SL_ENOMEM;
+    }
     const size_t act_floats = (size_t)c->batch * c->seq * cs.c_mc.dim;
-    for (int e = 0; e < M && rc == 0; e++) {
-        cloud_stream *st = &cs.c_streams[e];
-        sl_segment_config sc = {c->cut2, L, 0, 1, c->batch, c->seq};
-        if ((rc = sl_lora_init(&st->lora, &cs.c_mc, &c->lora, c->cut2, L))) break;
+    for (int s = 0; s < cs.c_n_streams && rc == 0; s++) {
+        cloud_stream *st = &cs.c_streams[s];
+        sl_segment_config sc = {cs.c_seg_begin, L, 0, 1, c->batch, c->seq};
+        if ((rc = sl_lora_init(&st->lora, &cs.c_mc, &c->lora, cs.c_seg_begin, L))) break;
         if ((rc = sl_adamw_init(&st->opt, &oc, st->lora.n_params))) break;
         if ((rc = sl_segment_create(&st->seg, &cs.c_model, &st->lora, &sc))) break;
         st->grad = sl_alloc(act_floats * sizeof(float));
-        st->edge_adapter = sl_alloc((cs.c_n_edge + 1) * sizeof(float));
-        st->user_adapter = sl_alloc((cs.c_n_user + 1) * sizeof(float));
-        if (!st->grad || !st->edge_adapter || !st->user_adapter) rc = SL_ENOMEM;
+        if (!st->grad) rc = SL_ENOMEM;
     }
     if (rc) goto done;
+    snprintf(cs.c_tier.scheme, sizeof(cs.c_tier.scheme), "%s", scheme_name(cs.c_scheme));
     cs.c_tier.n_layers = L;
     cs.c_tier.dim = cs.c_mc.dim;
     cs.c_tier.cut1 = c->cut1;
@@ -448,17 +594,18 @@ int sl_cloud_run(const sl_run_config *c, const char *url, sl_tier_report *rep) {
     sc.sc_name = "cloud";
     sc.sc_tier = SL_TIER_CLOUD;
     sc.sc_id = 0;
-    sc.sc_workers = M + 1;
+    sc.sc_workers = cs.c_n_clients + 1;
     sc.sc_busy_wait_ms = c->timeout_ms;
     sc.sc_handler = cloud_handler;
     sc.sc_handler_arg = &cs;
     if ((rc = sl_server_open(&cs.c_server, &sc))) goto done;
-    fprintf(stderr, "cloud: listening on %s; %d edges, %d users, blocks [%d,%d) user, [%d,%d) edge, [%d,%d) cloud\n",
-            sl_server_url(cs.c_server), M, c->users, 0, c->cut1, c->cut1, c->cut2, c->cut2, L);
+    fprintf(stderr, "cloud: %s on %s; %d %ss, %d streams; cloud blocks [%d,%d)\n", scheme_name(cs.c_scheme),
+            sl_server_url(cs.c_server), cs.c_n_clients, sl_tier_name(cs.c_client_tier), cs.c_n_streams,
+            cs.c_n_streams ? cs.c_seg_begin : L, L);
     cs.c_round_start_s = sl_now_s();
     cs.c_train_start_s = cs.c_round_start_s;
-    sl_progress_start(&cs.c_progress, stderr, "step", (long)c->rounds * c->local_steps * M);
-    /* Wait for the last round to be aggregated, then give the edges time to hear DONE. */
+    sl_progress_start(&cs.c_progress, stderr, "step", (long)c->rounds * c->local_steps * cs.c_n_clients);
+    /* Wait for the last round to be aggregated. */
     double last_progress = sl_now_s();
     int seen_round = 1;
     for (;;) {
@@ -470,14 +617,25 @@ int sl_cloud_run(const sl_run_config *c, const char *url, sl_tier_report *rep) {
             seen_round = r;
             last_progress = sl_now_s();
         } else if (c->timeout_ms > 0 && (sl_now_s() - last_progress) * 1e3 > 4.0 * c->timeout_ms) {
-            rc = sl_fail(SL_ETIMEDOUT, "cloud: round %d made no progress for %.0f s: an edge or user stopped answering",
-                         r, sl_now_s() - last_progress);
+            rc = sl_fail(SL_ETIMEDOUT, "cloud: round %d made no progress for %.0f s: a client stopped answering", r,
+                         sl_now_s() - last_progress);
             goto done;
         }
         sl_sleep_ms(SL_POLL_MAX_MS);
     }
-    /* edges poll once more and hear DONE; wait until they have (or a few poll periods) */
-    sl_sleep_ms(4 * SL_POLL_MAX_MS);
+    /* User clients poll until they hear DONE: wait for all of them (edges stop by
+     * themselves after the last round). Then let the last replies leave the socket. */
+    double done_since = sl_now_s();
+    for (;;) {
+        int all = 1;
+        pthread_mutex_lock(&cs.c_mu);
+        for (int k = 0; k < cs.c_n_clients; k++) all &= cs.c_told_done[k];
+        pthread_mutex_unlock(&cs.c_mu);
+        if (all || cs.c_client_tier != SL_TIER_USER) break;
+        if (c->timeout_ms > 0 && (sl_now_s() - done_since) * 1e3 > c->timeout_ms) break;
+        sl_sleep_ms(SL_POLL_MIN_MS);
+    }
+    sl_sleep_ms(2 * SL_POLL_MAX_MS);
     sl_server_stats ss;
     sl_server_stats_get(cs.c_server, &ss);
     rep->bytes_down_received = ss.ss_bytes_received;

@@ -32,6 +32,7 @@ static int unhex(const char *s, uint8_t out[SL_SHA256_BYTES]) {
 int sl_tier_config_to_json(const sl_tier_config *c, char **out) {
     cJSON *j = cJSON_CreateObject();
     char targets[128], hex[65];
+    cJSON_AddStringToObject(j, "scheme", c->scheme);
     cJSON_AddNumberToObject(j, "n_layers", c->n_layers);
     cJSON_AddNumberToObject(j, "dim", c->dim);
     cJSON_AddNumberToObject(j, "cut1", c->cut1);
@@ -105,7 +106,11 @@ int sl_tier_config_from_json(const char *text, size_t bytes, const char *from, s
                            "user_part_bytes"};
     int rc = SL_OK;
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]) && rc == 0; i++) rc = num(j, names[i], from, &v[i]);
-    const char *seed = NULL, *lora_seed = NULL, *targets = NULL, *edge_sha = NULL, *user_sha = NULL;
+    const char *seed = NULL, *lora_seed = NULL, *targets = NULL, *edge_sha = NULL, *user_sha = NULL, *scheme = NULL;
+    if (rc == 0) rc = text_field(j, "scheme", from, &scheme);
+    if (rc == 0 && strlen(scheme) >= sizeof(out->scheme))
+        rc = sl_fail(SL_EFORMAT, "%s: configuration field 'scheme' = '%s' is too long", from, scheme);
+    if (rc == 0) snprintf(out->scheme, sizeof(out->scheme), "%s", scheme);
     if (rc == 0) rc = text_field(j, "seed", from, &seed);
     if (rc == 0) rc = text_field(j, "lora_seed", from, &lora_seed);
     if (rc == 0) rc = text_field(j, "lora_targets", from, &targets);

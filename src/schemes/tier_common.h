@@ -20,6 +20,7 @@
 
 /* The training configuration every tier needs, as the cloud decides it. */
 typedef struct {
+    char scheme[16];           /* "splitllm", "sfl", "sl" or "fl" */
     int n_layers, dim;
     int cut1, cut2;
     int batch, seq, packing;

@@ -46,6 +46,14 @@ typedef struct {
     int e_user;              /* the user picked for e_round */
     int e_user_reported;
     int e_done;
+    /* training stopped on an error (e.g. the cloud stopped answering): users that poll are
+     * answered with this ERROR, never with ROUND_DONE, so they do not report success */
+    int e_failed;
+    char e_error[512];
+    /* a FORWARD could not go through the cloud (it stopped answering or refused): the round
+     * cannot finish, and the edge's error names the cloud, not the user that waits on it */
+    int e_up_rc;
+    char e_up_error[512];
 } edge_state;
 
 static int find_user(const edge_state *es, uint32_t u) {
@@ -75,6 +83,12 @@ static int on_round_poll(edge_state *es, const sl_msg *req, sl_msg *reply) {
     int round = es->e_round;
     if (done) es->e_told_done[idx] = 1;
     pthread_cond_broadcast(&es->e_cv);
+    if (es->e_failed) {
+        char why[sizeof(es->e_error)];
+        snprintf(why, sizeof(why), "%s", es->e_error);
+        pthread_mutex_unlock(&es->e_mu);
+        return sl_fail(SL_ESTATE, "edge %d stopped training: %s", es->e_id, why);
+    }
     pthread_mutex_unlock(&es->e_mu);
     if (done) {
         sl_msg_init(reply, SL_MSG_ROUND_DONE, (uint32_t)round, 0, (uint32_t)es->e_id);
@@ -129,6 +143,15 @@ static int on_forward(edge_state *es, const sl_msg *req, sl_msg *reply) {
     if (rc == 0) rc = sl_msg_get(down, "grad", SL_DTYPE_F32, 3, act_shape, &grad);
     if (rc == 0) rc = sl_msg_get(down, "loss", SL_DTYPE_F32, 0, NULL, &loss);
     if (rc == 0) rc = sl_msg_get(down, "count", SL_DTYPE_I32, 0, NULL, &count);
+    if (rc != 0) {
+        pthread_mutex_lock(&es->e_mu);
+        if (es->e_up_rc == 0) {
+            es->e_up_rc = rc;
+            snprintf(es->e_up_error, sizeof(es->e_up_error), "%s", sl_last_error());
+        }
+        pthread_cond_broadcast(&es->e_cv);
+        pthread_mutex_unlock(&es->e_mu);
+    }
     if (rc == 0) {
         memcpy(&es->e_loss, loss->t_data, sizeof(float));
         memcpy(&es->e_count, count->t_data, sizeof(int32_t));
@@ -173,6 +196,12 @@ static int on_report(edge_state *es, const sl_msg *req, sl_msg *reply) {
 
 static int edge_handler(void *arg, const sl_msg *req, sl_msg *reply) {
     edge_state *es = arg;
+    /* only users talk to an edge: a message from another tier that carries an attached
+     * user's id must not train or report for that user */
+    if (req->m_header.h_sender_tier != SL_TIER_USER)
+        return sl_fail(SL_EINVAL, "edge %d: %s from %s %u: only users send requests to an edge", es->e_id,
+                       sl_msg_type_name(req->m_header.h_type), sl_tier_name(req->m_header.h_sender_tier),
+                       req->m_header.h_sender);
     switch (req->m_header.h_type) {
     case SL_MSG_HELLO: return on_hello(es, req, reply);
     case SL_MSG_PART_CHUNK:
@@ -272,6 +301,13 @@ static int edge_round(edge_state *es, int round, int timeout_ms) {
         clock_gettime(CLOCK_REALTIME, &ts);
         ts.tv_sec += 1;
         pthread_cond_timedwait(&es->e_cv, &es->e_mu, &ts);
+        if (es->e_up_rc != 0) {
+            char why[sizeof(es->e_up_error)];
+            snprintf(why, sizeof(why), "%s", es->e_up_error);
+            int up_rc = es->e_up_rc;
+            pthread_mutex_unlock(&es->e_mu);
+            return sl_fail(up_rc, "edge %d: round %d: %s", es->e_id, round, why);
+        }
         if (!es->e_user_reported && timeout_ms > 0 && (sl_now_s() - start) * 1e3 > 4.0 * timeout_ms) {
             int u = es->e_user;
             pthread_mutex_unlock(&es->e_mu);
@@ -314,7 +350,9 @@ int sl_edge_run(int edge_id, const char *cloud_url, const char *url, const char 
     lc.lc_peer = peer;
     lc.lc_tier = SL_TIER_EDGE;
     lc.lc_sender = (uint32_t)edge_id;
-    if (timeout_ms > 0) lc.lc_recv_timeout_ms = timeout_ms;
+    /* --timeout-ms bounds both waits of a try: for a connection to hand the request to (a
+     * peer that is not there) and for the reply (one that stopped answering) */
+    if (timeout_ms > 0) lc.lc_send_timeout_ms = lc.lc_recv_timeout_ms = timeout_ms;
     int rc = sl_link_open(&es.e_link, &lc);
     if (rc == 0) rc = join_cloud(&es, cache_dir);
     const sl_tier_config *c = &es.e_cfg;
@@ -349,14 +387,18 @@ int sl_edge_run(int edge_id, const char *cloud_url, const char *url, const char 
         if (r < 0) rc = r;
         if (r == 1) break;
     }
-    /* tell every user of this edge that training is over before closing */
+    /* tell every user of this edge that training is over (or failed) before closing */
     pthread_mutex_lock(&es.e_mu);
+    if (rc != 0) {
+        es.e_failed = 1;
+        snprintf(es.e_error, sizeof(es.e_error), "%s", sl_last_error());
+    }
     es.e_done = 1;
     double start = sl_now_s();
     for (;;) {
         int all = 1;
         for (int i = 0; i < es.e_n_users; i++) all &= es.e_told_done[i];
-        if (all || rc != 0 || es.e_server == NULL) break;
+        if (all || es.e_server == NULL) break;
         if (timeout_ms > 0 && (sl_now_s() - start) * 1e3 > timeout_ms) break;
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);

@@ -1,8 +1,9 @@
-/* tier_user.c: a user device of the splitllm scheme (see run.h). It fetches the user part
- * (embedding + blocks [0,c1)) from its edge, and whenever its edge picks it for a round,
- * trains E local steps on its own shard: its tokens never leave the device, only the
- * activations of block c1 (and the targets and mask the loss needs) go up, and the
- * gradient of those activations comes back. It reports its adapter and sample count. */
+/* tier_user.c: a user device (see run.h). It fetches its part from its server — its edge
+ * (splitllm) or the cloud (sfl, sl, fl) — and whenever the server gives it a task, trains E
+ * local steps on its own shard: its tokens never leave the device. In the split schemes it
+ * holds the embedding + blocks [0,c1); only the activations of block c1 (and the targets
+ * and mask the loss needs) go up, and the gradient of those activations comes back. In fl
+ * it holds the whole model and trains alone. It reports its adapter and sample count. */
 #include <stdio.h>
 #include <string.h>
 
@@ -25,6 +26,7 @@ typedef struct {
     sl_loader u_loader;
     sl_batch u_batch;
     int u_have_shard, u_have_loader;
+    int u_local;             /* fl: the whole model here, no FORWARD messages */
 } user_state;
 
 static int join_edge(user_state *us, const char *cache_dir) {
@@ -50,6 +52,7 @@ static int user_round(user_state *us, int round, int steps, const float *adapter
     const sl_tier_config *c = &us->u_cfg;
     memcpy(us->u_lora.params, adapter, us->u_lora.n_params * sizeof(float));
     uint64_t samples = 0;
+    float loss_sum = 0.0f;
     const int64_t act_shape[3] = {c->batch, c->seq, c->dim};
     uint32_t ashape[3] = {(uint32_t)c->batch, (uint32_t)c->seq, (uint32_t)c->dim};
     uint32_t tshape[2] = {(uint32_t)c->batch, (uint32_t)c->seq};
@@ -60,6 +63,18 @@ static int user_round(user_state *us, int round, int steps, const float *adapter
         samples += us->u_batch.b_samples;
         sl_segment_input in = {.B = c->batch, .T = c->seq, .tokens = us->u_batch.b_tokens, .want_grad = 1,
                                .dropout_seed = sl_step_seed(c->seed, round, c->local_steps, step)};
+        if (us->u_local) { /* fl: the whole step on the device */
+            in.targets = us->u_batch.b_targets;
+            in.mask = us->u_batch.b_mask;
+            sl_lora_zero_grad(&us->u_lora);
+            if ((rc = sl_segment_forward(us->u_seg, &in)) || (rc = sl_segment_backward(us->u_seg, NULL, NULL)))
+                return rc;
+            loss_sum += sl_segment_loss(us->u_seg);
+            const size_t lp = us->u_lora.layer_params;
+            const size_t ends[3] = {lp * (size_t)c->cut1, lp * (size_t)c->cut2, us->u_lora.n_params};
+            sl_adamw_update_groups(&us->u_opt, us->u_lora.params, us->u_lora.grads, 3, ends);
+            continue;
+        }
         if ((rc = sl_segment_forward(us->u_seg, &in))) return rc;
         sl_msg up;
         sl_msg_init(&up, SL_MSG_FORWARD, (uint32_t)round, (uint32_t)step, 0);
@@ -87,12 +102,13 @@ static int user_round(user_state *us, int round, int steps, const float *adapter
     const sl_msg *ack = NULL;
     rc = sl_msg_add(&rep, "user_adapter", SL_DTYPE_F32, 1, n, us->u_lora.params);
     if (rc == 0) rc = sl_msg_add(&rep, "samples", SL_DTYPE_U64, 0, NULL, &samples);
+    if (rc == 0 && us->u_local) rc = sl_msg_add(&rep, "loss_sum", SL_DTYPE_F32, 0, NULL, &loss_sum);
     if (rc == 0) rc = sl_link_call(us->u_link, &rep, &ack);
     sl_msg_release(&rep);
     return rc;
 }
 
-int sl_user_run(int user_id, const char *edge_url, const char *shard_path, const char *cache_dir, int timeout_ms,
+int sl_user_run(int user_id, const char *server_url, const char *shard_path, const char *cache_dir, int timeout_ms,
                 sl_tier_report *rep) {
     memset(rep, 0, sizeof(*rep));
     double t0 = sl_now_s();
@@ -100,14 +116,16 @@ int sl_user_run(int user_id, const char *edge_url, const char *shard_path, const
     memset(&us, 0, sizeof(us));
     us.u_id = user_id;
     char peer[64];
-    snprintf(peer, sizeof(peer), "its edge");
+    snprintf(peer, sizeof(peer), "its server");
     sl_link_config lc;
     sl_link_config_default(&lc);
-    lc.lc_url = edge_url;
+    lc.lc_url = server_url;
     lc.lc_peer = peer;
     lc.lc_tier = SL_TIER_USER;
     lc.lc_sender = (uint32_t)user_id;
-    if (timeout_ms > 0) lc.lc_recv_timeout_ms = timeout_ms;
+    /* --timeout-ms bounds both waits of a try: for a connection to hand the request to (a
+     * peer that is not there) and for the reply (one that stopped answering) */
+    if (timeout_ms > 0) lc.lc_send_timeout_ms = lc.lc_recv_timeout_ms = timeout_ms;
     int rc = sl_link_open(&us.u_link, &lc);
     if (rc == 0) rc = join_edge(&us, cache_dir);
     const sl_tier_config *c = &us.u_cfg;
@@ -116,9 +134,11 @@ int sl_user_run(int user_id, const char *edge_url, const char *shard_path, const
         rc = sl_fail(SL_EINVAL, "%s: the shard's vocabulary has %u tokens, the model %d", shard_path,
                      us.u_shard.sh_vocab_size, us.u_model.config.vocab_size);
     if (rc == 0) {
-        sl_segment_config sc = {0, c->cut1, 1, 0, c->batch, c->seq};
+        us.u_local = strcmp(c->scheme, "fl") == 0;
+        const int end = us.u_local ? c->n_layers : c->cut1;
+        sl_segment_config sc = {0, end, 1, us.u_local, c->batch, c->seq};
         sl_adamw_config oc = c->optim;
-        if ((rc = sl_lora_init(&us.u_lora, &us.u_model.config, &c->lora, 0, c->cut1)) == 0 &&
+        if ((rc = sl_lora_init(&us.u_lora, &us.u_model.config, &c->lora, 0, end)) == 0 &&
             (rc = sl_adamw_init(&us.u_opt, &oc, us.u_lora.n_params)) == 0)
             rc = sl_segment_create(&us.u_seg, &us.u_model, &us.u_lora, &sc);
     }
