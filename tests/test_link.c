@@ -179,15 +179,30 @@ static void request_reply_over(const char *transport) {
     snprintf(peer, sizeof(peer), "cloud at %s", bound);
     assert_string_equal(sl_link_peer(l), peer);
     for (uint32_t step = 0; step < 3; step++) call_ok(l, step, 1.25f);
-    assert_int_equal(atomic_load(&th.h_calls), 3);
+    /* a large message (1 MiB, a power of two: NNG gives it no spare room in front) */
+    const uint32_t big_shape[2] = {512, 512};
+    float *big = sl_alloc(512 * 512 * sizeof(float));
+    for (int i = 0; i < 512 * 512; i++) big[i] = (float)(i % 1000);
+    sl_msg req;
+    sl_msg_init(&req, SL_MSG_FORWARD, 1, 3, 0);
+    assert_int_equal(sl_msg_add(&req, "act", SL_DTYPE_F32, 2, big_shape, big), 0);
+    const sl_msg *rep;
+    if (sl_link_call(l, &req, &rep) != 0) fail_msg("large call: %s", sl_last_error());
+    const sl_tensor *g;
+    assert_int_equal(sl_msg_get(rep, "grad", SL_DTYPE_F32, 2, (const int64_t[]){512, 512}, &g), 0);
+    assert_int_equal((uintptr_t)g->t_data % SL_MSG_DATA_ALIGN, 0);
+    for (int i = 0; i < 512 * 512; i++) assert_true(((const float *)g->t_data)[i] == 2.0f * big[i]);
+    sl_link_release_reply(l);
+    sl_free(big);
+    assert_int_equal(atomic_load(&th.h_calls), 4);
     sl_link_stats ls;
     sl_server_stats ss;
     sl_link_stats_get(l, &ls);
     sl_server_stats_get(s, &ss);
-    assert_int_equal(ls.ls_calls, 3);
-    assert_int_equal(ls.ls_tries, 3);
+    assert_int_equal(ls.ls_calls, 4);
+    assert_int_equal(ls.ls_tries, 4);
     assert_int_equal(ls.ls_timeouts, 0);
-    assert_int_equal(ss.ss_handled, 3);
+    assert_int_equal(ss.ss_handled, 4);
     /* the same bytes counted on both ends */
     assert_true(ls.ls_bytes_sent == ss.ss_bytes_received && ls.ls_bytes_sent > 0);
     assert_true(ls.ls_bytes_received == ss.ss_bytes_sent && ls.ls_bytes_received > 0);
@@ -408,8 +423,9 @@ static void test_timeout_server_closed(void **state) {
     sl_link *l = open_impatient_link(bound);
     call_ok(l, 0, 1.0f);
     sl_server_close(s);
-    /* each try waits up to 300 ms to send and 300 ms for a reply */
-    expect_timeout(l, 0.55, 2.0);
+    /* each try waits up to 300 ms to send and 300 ms for a reply; the first may instead end
+     * at once in a reset when the connection is still closing */
+    expect_timeout(l, 0.25, 2.0);
     sl_link_close(l);
     /* nobody ever listened there */
     make_url(url, sizeof(url), "ipc");
@@ -585,7 +601,7 @@ static void test_oversized(void **state) {
     sl_server_close(s);
 
     /* over tcp NNG's own limit drops the connection before allocating: the sender's tries end
-     * in resets (or time out waiting to reconnect); the server serves the next small request */
+     * in resets (or time out waiting to redial); the server serves the next request */
     make_url(url, sizeof(url), "tcp");
     server_config(&sc, url, &th, 1);
     sc.sc_max_msg_bytes = 1024;
@@ -596,6 +612,9 @@ static void test_oversized(void **state) {
     int big_rc = sl_link_call(l, &req, &rep);
     if ((big_rc != SL_ENET && big_rc != SL_ETIMEDOUT) || strstr(sl_last_error(), "maximum message size") == NULL)
         fail_msg("got %d: %s", big_rc, sl_last_error());
+    sl_link_close(l);
+    /* (a fresh link: NNG 1.5.2 may take about a second to redial after such a reset) */
+    l = open_link(sl_server_url(s), 2, 0);
     call_ok(l, 0, 1.0f);
     sl_link_close(l);
     sl_server_close(s);

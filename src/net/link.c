@@ -48,13 +48,13 @@ static int align_body(nng_msg *m, const uint8_t **data, void **copy) {
         uint8_t *q = nng_msg_body(m);
         if ((uintptr_t)q % SL_MSG_DATA_ALIGN == 0) {
             memmove(q, q + off, n);
-            nng_msg_chop(m, off); fprintf(stderr, "INPLACE %zu\n", n);
+            nng_msg_chop(m, off);
             *data = q;
             return SL_OK;
         }
         nng_msg_trim(m, off); /* NNG moved the bytes instead: undo, fall back to a copy */
     }
-    fprintf(stderr, "COPY %zu\n", n); uint8_t *c = sl_alloc(n);
+    uint8_t *c = sl_alloc(n);
     if (c == NULL) return SL_ENOMEM;
     memcpy(c, nng_msg_body(m), n);
     *copy = c;
@@ -162,8 +162,9 @@ int sl_link_open(sl_link **out, const sl_link_config *cfg) {
     l->l_max_msg_bytes = cfg->lc_max_msg_bytes;
     int rv = nng_req0_open(&l->l_sock);
     if (rv != 0) {
+        int rc = sl_fail(SL_ENET, "%s: cannot open a REQ socket: %s", l->l_peer, nng_strerror(rv));
         sl_free(l);
-        return sl_fail(SL_ENET, "%s: cannot open a REQ socket: %s", l->l_peer, nng_strerror(rv));
+        return rc;
     }
     int rc = link_set_options(l);
     if (rc == 0 && (rv = nng_dial(l->l_sock, l->l_url, NULL, NNG_FLAG_NONBLOCK)) != 0)
@@ -199,7 +200,7 @@ int sl_link_call(sl_link *l, sl_msg *request, const sl_msg **reply) {
     snprintf(what, sizeof(what), "%s (seq %" PRIu64 ")", sl_msg_type_name(h->h_type), h->h_seq);
     double start_s = sl_now_s();
     nng_msg *rep = NULL;
-    int timeouts = 0, resets = 0;
+    int send_timeouts = 0, recv_timeouts = 0, resets = 0;
     for (int t = 0; t < l->l_tries && rep == NULL; t++) {
         nng_msg *m;
         int rc = encode_nng(request, l->l_max_msg_bytes, l->l_peer, &m); /* same bytes on every try */
@@ -210,14 +211,15 @@ int sl_link_call(sl_link *l, sl_msg *request, const sl_msg **reply) {
         int rv = nng_sendmsg(l->l_sock, m, 0);
         if (rv != 0) {
             nng_msg_free(m); /* still ours when the send failed */
+            if (rv == NNG_ETIMEDOUT) send_timeouts++;
         } else {
             l->l_stats.ls_bytes_sent += bytes;
             rv = nng_recvmsg(l->l_sock, &rep, 0);
+            if (rv == NNG_ETIMEDOUT) recv_timeouts++;
         }
         /* retried: no answer in time, or the connection dropped under the request */
         if (rv == NNG_ETIMEDOUT || rv == NNG_ECONNRESET) {
-            if (rv == NNG_ETIMEDOUT) timeouts++;
-            else resets++;
+            if (rv == NNG_ECONNRESET) resets++;
             l->l_stats.ls_timeouts++;
             rep = NULL;
             continue;
@@ -225,10 +227,11 @@ int sl_link_call(sl_link *l, sl_msg *request, const sl_msg **reply) {
         if (rv != 0) return sl_fail(SL_ENET, "%s: %s failed: %s", l->l_peer, what, nng_strerror(rv));
     }
     if (rep == NULL)
-        return sl_fail(resets > 0 && timeouts == 0 ? SL_ENET : SL_ETIMEDOUT,
-                       "%s: no reply to %s after %d tries in %.2f s (%d timed out, %d connection reset; send timeout "
-                       "%d ms, receive timeout %d ms per try); %s", l->l_peer, what, l->l_tries, sl_now_s() - start_s,
-                       timeouts, resets, l->l_send_timeout_ms, l->l_recv_timeout_ms,
+        return sl_fail(resets > 0 && send_timeouts + recv_timeouts == 0 ? SL_ENET : SL_ETIMEDOUT,
+                       "%s: no reply to %s after %d tries in %.2f s (%d not connected within the send timeout of "
+                       "%d ms, %d unanswered within the receive timeout of %d ms, %d connection reset); %s", l->l_peer,
+                       what, l->l_tries, sl_now_s() - start_s, send_timeouts, l->l_send_timeout_ms, recv_timeouts,
+                       l->l_recv_timeout_ms, resets,
                        resets > 0 ? "a reset right after sending can mean the request exceeds the peer's maximum "
                                     "message size" : "is it running?");
     /* decode into the link's reply slot */
@@ -297,6 +300,7 @@ typedef struct {
     nng_aio *w_aio;
     pthread_t w_thread;
     int w_started;
+    int w_ctx_open;
     sl_msg w_request;
     sl_msg w_reply;
 } worker;
@@ -594,7 +598,8 @@ static void *worker_main(void *arg) {
         }
         nng_msg *reply = serve(s, w, nng_aio_get_msg(w->w_aio));
         if (reply == NULL) continue;
-        size_t bytes = nng_msg_len(reply);
+        /* counted before the send completes: the client may read its reply first */
+        add_stat(s, &s->s_stats.ss_bytes_sent, nng_msg_len(reply));
         nng_aio_set_msg(w->w_aio, reply);
         nng_aio_set_timeout(w->w_aio, s->s_cfg.sc_send_timeout_ms);
         nng_ctx_send(w->w_ctx, w->w_aio);
@@ -602,8 +607,6 @@ static void *worker_main(void *arg) {
         if ((rv = nng_aio_result(w->w_aio)) != 0) {
             nng_msg_free(nng_aio_get_msg(w->w_aio)); /* still ours when the send failed */
             if (rv == NNG_ECLOSED) break;
-        } else {
-            add_stat(s, &s->s_stats.ss_bytes_sent, bytes);
         }
     }
     return NULL;
@@ -648,7 +651,8 @@ static int server_listen(sl_server *s) {
     for (int i = 0; i < s->s_n_workers; i++) {
         worker *w = &s->s_workers[i];
         w->w_server = s;
-        if ((rv = nng_ctx_open(&w->w_ctx, s->s_sock)) != 0 || (rv = nng_aio_alloc(&w->w_aio, NULL, NULL)) != 0)
+        if ((rv = nng_ctx_open(&w->w_ctx, s->s_sock)) == 0) w->w_ctx_open = 1;
+        if (rv != 0 || (rv = nng_aio_alloc(&w->w_aio, NULL, NULL)) != 0)
             return sl_fail(SL_ENET, "%s at %s: cannot set up worker %d: %s", s->s_name, s->s_url, i, nng_strerror(rv));
     }
     if ((rv = nng_listen(s->s_sock, s->s_url, &s->s_listener, 0)) != 0)
@@ -711,14 +715,20 @@ void sl_server_close(sl_server *s) {
     if (s == NULL) return;
     pthread_mutex_lock(&s->s_mu);
     atomic_store(&s->s_stopping, 1);
-    pthread_cond_broadcast(&s->s_cv);
+    pthread_cond_broadcast(&s->s_cv); /* wakes resent requests waiting for a busy sender */
     pthread_mutex_unlock(&s->s_mu);
-    if (nng_socket_id(s->s_sock) > 0) nng_close(s->s_sock); /* aborts every context's receive and send */
+    /* Workers stop before any context or the socket closes: NNG 1.5.2 can use a freed socket
+     * when nng_close races with nng_ctx_send on another thread. Cancelling ends a receive
+     * now; one that starts after the cancel ends within sc_poll_ms and sees the flag. */
+    for (int i = 0; s->s_workers != NULL && i < s->s_n_workers; i++)
+        if (s->s_workers[i].w_aio != NULL) nng_aio_cancel(s->s_workers[i].w_aio);
     for (int i = s->s_n_workers - 1; s->s_workers != NULL && i >= 0; i--) {
         worker *w = &s->s_workers[i];
         if (w->w_started) pthread_join(w->w_thread, NULL);
+        if (w->w_ctx_open) nng_ctx_close(w->w_ctx);
         if (w->w_aio != NULL) nng_aio_free(w->w_aio);
     }
+    if (nng_socket_id(s->s_sock) > 0) nng_close(s->s_sock);
     sl_free(s->s_workers);
     for (size_t i = 0; i < s->s_n_senders; i++) {
         if (s->s_senders[i]->se_reply != NULL) nng_msg_free(s->s_senders[i]->se_reply);

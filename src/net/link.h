@@ -117,7 +117,7 @@ typedef struct {
     uint64_t ss_malformed;      /* refused by the decoder (or not a request) */
     uint64_t ss_handler_errors; /* handler calls that failed */
     uint64_t ss_bytes_received;
-    uint64_t ss_bytes_sent;
+    uint64_t ss_bytes_sent;     /* replies handed to NNG to send */
 } sl_server_stats;
 
 typedef struct sl_server sl_server;
@@ -131,8 +131,8 @@ int sl_server_open(sl_server **out, const sl_server_config *cfg);
 /* The URL it listens on, with the port NNG bound when the URL asked for port 0. */
 const char *sl_server_url(const sl_server *server);
 void sl_server_stats_get(sl_server *server, sl_server_stats *out);
-/* Stops accepting, waits for running handlers to return, joins the workers, closes the
- * socket, frees the cache. NULL is fine. */
+/* Stops the workers (an idle one within sc_poll_ms; a busy one when its handler returns),
+ * joins them, then closes the contexts and the socket and frees the cache. NULL is fine. */
 void sl_server_close(sl_server *server);
 
 #endif

@@ -113,7 +113,7 @@ typedef struct {
 
 /* ---------------------------------------------------------------- names */
 
-/* "FORWARD", ...; "type 99" style text for an unknown one is not returned: NULL. */
+/* "FORWARD", ...; NULL for an unknown type. */
 const char *sl_msg_type_name(uint16_t type);
 const char *sl_dtype_name(uint8_t dtype); /* "F32", ...; NULL when unknown */
 size_t sl_dtype_size(uint8_t dtype);      /* bytes per element; 0 when unknown */
