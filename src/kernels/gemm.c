@@ -2,6 +2,7 @@
 #include "kernels/gemm.h"
 
 #include <omp.h>
+#include <stdlib.h>
 
 /* Below this many multiply-adds a product runs on one thread: splitting costs more. */
 #define GEMM_PARALLEL_MIN_MACS (1L << 21)
@@ -46,4 +47,17 @@ void sl_gemm(CBLAS_TRANSPOSE trans_a, CBLAS_TRANSPOSE trans_b, int M, int N, int
             cblas_sgemm(CblasRowMajor, trans_a, trans_b, M, len, K, alpha, A, lda, b, ldb, beta, C + begin, ldc);
         }
     }
+}
+
+/* Big enough that OpenBLAS's packing buffers see full tiles on every slice. */
+#define GEMM_WARMUP_N 512
+
+void sl_gemm_warmup(void) {
+    const int n = GEMM_WARMUP_N;
+    float *a = calloc((size_t)n * n, sizeof(float)), *b = calloc((size_t)n * n, sizeof(float));
+    float *c = calloc((size_t)n * n, sizeof(float));
+    if (a && b && c) sl_gemm(CblasNoTrans, CblasTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+    free(a);
+    free(b);
+    free(c);
 }

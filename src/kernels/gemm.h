@@ -18,5 +18,8 @@ void sl_gemm(CBLAS_TRANSPOSE trans_a, CBLAS_TRANSPOSE trans_b, int M, int N, int
 
 /* Puts OpenBLAS in single-threaded mode (sl_gemm does this on first use). */
 void sl_gemm_init(void);
+/* Runs one mid-sized product on every thread, so that OpenBLAS's per-thread work buffers
+ * and OpenMP's threads exist before a caller measures its baseline memory. */
+void sl_gemm_warmup(void);
 
 #endif

@@ -410,3 +410,13 @@ int sl_model_write_random(const sl_config *cfg, uint64_t seed, const char *path)
     sl_free(w);
     return rc;
 }
+
+size_t sl_model_resident_bytes(const sl_model *m) {
+    if (m->part_reader != NULL) {
+        const void *data;
+        size_t bytes;
+        sl_st_mapping(m->part_reader, &data, &bytes);
+        return sl_resident_bytes(data, bytes);
+    }
+    return sl_resident_bytes(m->file.m_data, m->file.m_bytes);
+}

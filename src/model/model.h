@@ -75,6 +75,8 @@ void sl_model_free(sl_model *m);
 /* Checks that m holds blocks [begin, end) and, when asked, the embedding and the head:
  * SL_EINVAL with a message naming the file, what it holds and what is needed, if not (or if
  * the range is not within [0, L]). A whole model covers every valid range. */
+/* Bytes of the model's weights that are resident in this process (pages it has touched). */
+size_t sl_model_resident_bytes(const sl_model *m);
 int sl_model_check_covers(const sl_model *m, int begin, int end, int embedding, int head);
 
 /* Checks a configuration for consistency and overflow (names the bad field). */

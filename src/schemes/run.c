@@ -123,9 +123,9 @@ static int read_report(const char *path, sl_tier_report *rep) {
     sl_free(text);
     if (j == NULL) return sl_fail(SL_EFORMAT, "%s: not JSON", path);
     const char *keys[] = {"peak_rss_bytes", "bytes_up_sent", "bytes_up_received", "bytes_down_sent",
-                          "bytes_down_received", "seconds"};
-    double v[6] = {0};
-    for (int i = 0; i < 6; i++) {
+                          "bytes_down_received", "seconds", "setup_peak_rss_bytes"};
+    double v[7] = {0};
+    for (int i = 0; i < 7; i++) {
         const cJSON *x = cJSON_GetObjectItemCaseSensitive(j, keys[i]);
         if (cJSON_IsNumber(x)) v[i] = x->valuedouble;
     }
@@ -135,19 +135,31 @@ static int read_report(const char *path, sl_tier_report *rep) {
     rep->bytes_down_sent = (uint64_t)v[3];
     rep->bytes_down_received = (uint64_t)v[4];
     rep->seconds = v[5];
+    rep->setup_peak_rss_bytes = (size_t)v[6];
+    const cJSON *mem = cJSON_GetObjectItemCaseSensitive(j, "memory");
+    const char *mkeys[] = {"base_weights", "adapters", "optimizer", "activations", "messages", "data", "start_rss"};
+    size_t *mdst[] = {&rep->memory.base_weights, &rep->memory.adapters, &rep->memory.optimizer,
+                      &rep->memory.activations, &rep->memory.messages, &rep->memory.data, &rep->memory.start_rss};
+    for (int i = 0; i < 7; i++) {
+        const cJSON *x = cJSON_GetObjectItemCaseSensitive(mem, mkeys[i]);
+        if (cJSON_IsNumber(x)) *mdst[i] = (size_t)x->valuedouble;
+    }
     cJSON_Delete(j);
     return SL_OK;
 }
 
 int sl_tier_report_write(const sl_tier_report *rep, const char *tier, int id, const char *path) {
-    char text[1024];
+    char text[2048];
+    const sl_memory_breakdown *m = &rep->memory;
     int n = snprintf(text, sizeof(text),
-                     "{\"tier\":\"%s\",\"id\":%d,\"peak_rss_bytes\":%zu,\"bytes_up_sent\":%llu,"
+                     "{\"tier\":\"%s\",\"id\":%d,\"peak_rss_bytes\":%zu,\"setup_peak_rss_bytes\":%zu,\"bytes_up_sent\":%llu,"
                      "\"bytes_up_received\":%llu,\"bytes_down_sent\":%llu,\"bytes_down_received\":%llu,"
-                     "\"seconds\":%.3f}\n",
-                     tier, id, rep->peak_rss_bytes, (unsigned long long)rep->bytes_up_sent,
+                     "\"seconds\":%.3f,\"memory\":{\"base_weights\":%zu,\"adapters\":%zu,\"optimizer\":%zu,"
+                     "\"activations\":%zu,\"messages\":%zu,\"data\":%zu,\"start_rss\":%zu}}\n",
+                     tier, id, rep->peak_rss_bytes, rep->setup_peak_rss_bytes, (unsigned long long)rep->bytes_up_sent,
                      (unsigned long long)rep->bytes_up_received, (unsigned long long)rep->bytes_down_sent,
-                     (unsigned long long)rep->bytes_down_received, rep->seconds);
+                     (unsigned long long)rep->bytes_down_received, rep->seconds, m->base_weights, m->adapters,
+                     m->optimizer, m->activations, m->messages, m->data, m->start_rss);
     return sl_write_file_atomic(path, text, (size_t)n);
 }
 
@@ -313,6 +325,29 @@ static int write_run_summary(const sl_run_config *c, const tier_job *jobs, int n
     } else {
         /* threads share one process: only the whole is meaningful */
         cJSON_AddNumberToObject(r, "process", (double)sl_peak_rss_bytes());
+    }
+    if (c->processes) {
+        /* the breakdown of the process with the largest peak in each tier */
+        cJSON *mb = cJSON_AddObjectToObject(s, "memory_breakdown");
+        const char *names[4] = {NULL, "user", "edge", "cloud"};
+        for (int t = SL_TIER_USER; t <= SL_TIER_CLOUD; t++) {
+            const tier_job *best = NULL;
+            for (int k = 0; k < n_jobs; k++)
+                if (jobs[k].tier == t && (best == NULL || jobs[k].rep.peak_rss_bytes > best->rep.peak_rss_bytes))
+                    best = &jobs[k];
+            if (best == NULL) continue;
+            const sl_memory_breakdown *m = &best->rep.memory;
+            cJSON *o = cJSON_AddObjectToObject(mb, names[t]);
+            cJSON_AddNumberToObject(o, "peak_rss", (double)best->rep.peak_rss_bytes);
+            cJSON_AddNumberToObject(o, "setup_peak_rss", (double)best->rep.setup_peak_rss_bytes);
+            cJSON_AddNumberToObject(o, "start_rss", (double)m->start_rss);
+            cJSON_AddNumberToObject(o, "base_weights", (double)m->base_weights);
+            cJSON_AddNumberToObject(o, "adapters", (double)m->adapters);
+            cJSON_AddNumberToObject(o, "optimizer", (double)m->optimizer);
+            cJSON_AddNumberToObject(o, "activations", (double)m->activations);
+            cJSON_AddNumberToObject(o, "messages", (double)m->messages);
+            cJSON_AddNumberToObject(o, "data", (double)m->data);
+        }
     }
     cJSON *b = cJSON_AddObjectToObject(s, "bytes");
     if (three_tier) {

@@ -46,9 +46,24 @@ void sl_run_config_defaults(sl_run_config *c);
 /* Checks the fields that do not need the model (names the bad flag). */
 int sl_run_config_validate(const sl_run_config *c);
 
-/* What a tier process measured, for summary.json. */
+/* Where a tier's memory goes, as the tier accounts for it itself (bytes). */
+typedef struct {
+    size_t base_weights;  /* the mapped model part (all of it is read every step) */
+    size_t adapters;      /* LoRA parameters and gradients: every copy this process holds */
+    size_t optimizer;     /* AdamW moments */
+    size_t activations;   /* segments' saved activations and scratch */
+    size_t messages;      /* the largest step messages in flight at once, with NNG's copies */
+    size_t data;          /* the user's shard, held in memory */
+    size_t start_rss;     /* resident when the tier started: libraries and runtime */
+} sl_memory_breakdown;
+
+/* What a tier process measured, for summary.json. peak_rss_bytes is the peak while it
+ * trained: the tier resets the kernel's peak (VmHWM) once its parts are fetched and its
+ * buffers allocated, so the one-time download is in setup_peak_rss_bytes instead. */
 typedef struct {
     size_t peak_rss_bytes;
+    size_t setup_peak_rss_bytes;
+    sl_memory_breakdown memory;
     uint64_t bytes_up_sent, bytes_up_received;     /* on its link towards the cloud */
     uint64_t bytes_down_sent, bytes_down_received; /* on its links towards users */
     double seconds;

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/gemm.h"
 #include "model/part.h"
 #include "model/segment.h"
 #include "schemes/fedavg.h"
@@ -500,6 +501,8 @@ static int parse_scheme(const char *name, cloud_scheme *out) {
 
 int sl_cloud_run(const sl_run_config *c, const char *url, sl_tier_report *rep) {
     memset(rep, 0, sizeof(*rep));
+    sl_gemm_warmup(); /* library work buffers belong to the baseline, not to the breakdown */
+    rep->memory.start_rss = sl_current_rss_bytes();
     double t0 = sl_now_s();
     int rc = sl_run_config_validate(c);
     if (rc) return rc;
@@ -581,6 +584,25 @@ int sl_cloud_run(const sl_run_config *c, const char *url, sl_tier_report *rep) {
     cs.c_tier.lora = c->lora;
     cs.c_tier.optim = oc;
     if ((rc = sl_tier_config_to_json(&cs.c_tier, &cs.c_json))) goto done;
+    {
+        sl_memory_breakdown *m = &rep->memory;
+        m->adapters = (cs.c_global.n_params + (size_t)cs.c_n_clients * (cs.c_n_user + cs.c_n_edge)) * sizeof(float);
+        for (int s = 0; s < cs.c_n_streams; s++) {
+            const sl_segment_memory sm = sl_segment_memory_use(cs.c_streams[s].seg);
+            m->adapters += 2 * cs.c_streams[s].lora.n_params * sizeof(float);
+            m->optimizer += 2 * cs.c_streams[s].opt.n * sizeof(float);
+            m->activations += sm.activation_bytes + sm.scratch_bytes + act_floats * sizeof(float);
+        }
+        /* every stream's FORWARD and BACKWARD can be in flight at once (fl: the clients'
+         * adapters) — or, while the clients join, the part chunks it serves them */
+        const size_t step = cs.c_n_streams > 0
+                                ? 2 * (size_t)cs.c_n_streams * sl_step_message_bytes(c->batch, c->seq, cs.c_mc.dim)
+                                : 2 * (size_t)cs.c_n_clients * cs.c_n_user * sizeof(float);
+        const size_t serving = sl_part_serving_bytes(cs.c_n_clients);
+        m->messages = step > serving ? step : serving;
+        rep->setup_peak_rss_bytes = sl_peak_rss_bytes();
+        sl_reset_peak_rss(); /* from here on the peak is the training's */
+    }
     char path[1200];
     snprintf(path, sizeof(path), "%s/metrics.jsonl", c->out_dir);
     cs.c_metrics = fopen(path, "w");
@@ -641,6 +663,10 @@ int sl_cloud_run(const sl_run_config *c, const char *url, sl_tier_report *rep) {
     rep->bytes_down_received = ss.ss_bytes_received;
     rep->bytes_down_sent = ss.ss_bytes_sent;
 done:
+    /* its own part (all streams share one mapping) and the parts it served: resident pages */
+    rep->memory.base_weights = sl_model_resident_bytes(&cs.c_model) +
+                               sl_resident_bytes(cs.c_user_file.m_data, cs.c_user_file.m_bytes) +
+                               sl_resident_bytes(cs.c_edge_file.m_data, cs.c_edge_file.m_bytes);
     cloud_free(&cs);
     rep->peak_rss_bytes = sl_peak_rss_bytes();
     rep->seconds = sl_now_s() - t0;

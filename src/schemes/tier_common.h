@@ -53,7 +53,18 @@ static inline uint64_t sl_step_seed(uint64_t seed, int round, int local_steps, i
     return seed ^ (uint64_t)((int64_t)(round - 1) * local_steps + step + 1);
 }
 
-/* Peak memory etc. are read by the caller; this sleeps ms milliseconds. */
+/* Encoded bytes of one step's FORWARD (act F32 (B,T,C), targets, mask) — the largest
+ * message of a step; its BACKWARD reply is the same size within a few bytes. */
+static inline size_t sl_step_message_bytes(int B, int T, int C) {
+    return (size_t)B * T * C * 4 + (size_t)B * T * 5 + 512;
+}
+
+/* Bytes a server holds while it serves model parts to `clients` at once: each reply's
+ * chunk, encoded, and NNG's message. A tier's message memory peaks at the larger of this
+ * (while its clients join) and its step messages (while they train). */
+static inline size_t sl_part_serving_bytes(int clients) { return (size_t)clients * 2 * SL_PART_CHUNK_BYTES; }
+
+/* Sleeps ms milliseconds. */
 void sl_sleep_ms(int ms);
 
 #endif

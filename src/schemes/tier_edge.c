@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/gemm.h"
 #include "model/part.h"
 #include "model/segment.h"
 #include "schemes/run.h"
@@ -335,6 +336,8 @@ static int edge_round(edge_state *es, int round, int timeout_ms) {
 int sl_edge_run(int edge_id, const char *cloud_url, const char *url, const char *cache_dir, int timeout_ms,
                 sl_tier_report *rep) {
     memset(rep, 0, sizeof(*rep));
+    sl_gemm_warmup(); /* library work buffers belong to the baseline, not to the breakdown */
+    rep->memory.start_rss = sl_current_rss_bytes();
     double t0 = sl_now_s();
     edge_state es;
     memset(&es, 0, sizeof(es));
@@ -382,6 +385,20 @@ int sl_edge_run(int edge_id, const char *cloud_url, const char *url, const char 
         sc.sc_handler_arg = &es;
         rc = sl_server_open(&es.e_server, &sc);
     }
+    if (rc == 0) {
+        sl_memory_breakdown *m = &rep->memory;
+        const sl_segment_memory sm = sl_segment_memory_use(es.e_seg);
+        m->adapters = (2 * es.e_lora.n_params + 2 * es.e_n_user) * sizeof(float);
+        m->optimizer = 2 * es.e_opt.n * sizeof(float);
+        m->activations = sm.activation_bytes + sm.scratch_bytes + (size_t)c->batch * c->seq * c->dim * sizeof(float);
+        /* the user's FORWARD, the one to the cloud, the cloud's BACKWARD and the user's — or,
+         * while its users join, the part chunks it serves to them (2 workers) */
+        const size_t step = 4 * sl_step_message_bytes(c->batch, c->seq, c->dim);
+        const size_t serving = sl_part_serving_bytes(es.e_n_users < 2 ? es.e_n_users : 2);
+        m->messages = step > serving ? step : serving;
+        rep->setup_peak_rss_bytes = sl_peak_rss_bytes();
+        sl_reset_peak_rss(); /* from here on the peak is the training's */
+    }
     for (int round = 1; rc == 0 && round <= c->rounds; round++) {
         int r = edge_round(&es, round, timeout_ms);
         if (r < 0) rc = r;
@@ -423,6 +440,9 @@ int sl_edge_run(int edge_id, const char *cloud_url, const char *url, const char 
         rep->bytes_up_sent = ls.ls_bytes_sent;
         rep->bytes_up_received = ls.ls_bytes_received;
     }
+    /* its part, and the users' part as far as it served it (resident pages) */
+    rep->memory.base_weights = sl_model_resident_bytes(&es.e_model) +
+                               sl_resident_bytes(es.e_user_file.m_data, es.e_user_file.m_bytes);
     sl_server_close(es.e_server);
     sl_link_close(es.e_link);
     sl_segment_free(es.e_seg);

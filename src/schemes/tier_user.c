@@ -9,6 +9,7 @@
 
 #include "data/loader.h"
 #include "data/shard.h"
+#include "kernels/gemm.h"
 #include "model/part.h"
 #include "model/segment.h"
 #include "schemes/run.h"
@@ -111,6 +112,8 @@ static int user_round(user_state *us, int round, int steps, const float *adapter
 int sl_user_run(int user_id, const char *server_url, const char *shard_path, const char *cache_dir, int timeout_ms,
                 sl_tier_report *rep) {
     memset(rep, 0, sizeof(*rep));
+    sl_gemm_warmup(); /* library work buffers belong to the baseline, not to the breakdown */
+    rep->memory.start_rss = sl_current_rss_bytes();
     double t0 = sl_now_s();
     user_state us;
     memset(&us, 0, sizeof(us));
@@ -148,6 +151,19 @@ int sl_user_run(int user_id, const char *server_url, const char *shard_path, con
                                 .lc_seed = c->seed + (uint64_t)user_id};
         if ((rc = sl_loader_open(&us.u_loader, &us.u_shard, &ldc)) == 0) us.u_have_loader = 1;
         if (rc == 0) rc = sl_batch_alloc(&us.u_batch, c->batch, c->seq);
+    }
+    if (rc == 0) {
+        sl_memory_breakdown *m = &rep->memory;
+        const sl_segment_memory sm = sl_segment_memory_use(us.u_seg);
+        m->adapters = 2 * us.u_lora.n_params * sizeof(float);
+        m->optimizer = 2 * us.u_opt.n * sizeof(float);
+        m->activations = sm.activation_bytes + sm.scratch_bytes;
+        /* the FORWARD (encoded, and kept by the link for a resend) and the BACKWARD (NNG's
+         * message, and an aligned copy when NNG's buffer is not 8-byte aligned); none in fl */
+        m->messages = us.u_local ? 0 : 4 * sl_step_message_bytes(c->batch, c->seq, c->dim);
+        m->data = (size_t)us.u_shard.sh_n_tokens * 5 + (size_t)(us.u_shard.sh_n_samples + 1) * 8;
+        rep->setup_peak_rss_bytes = sl_peak_rss_bytes();
+        sl_reset_peak_rss(); /* from here on the peak is the training's */
     }
     int wait_ms = SL_POLL_MIN_MS;
     double idle_since = sl_now_s();
@@ -187,6 +203,8 @@ int sl_user_run(int user_id, const char *server_url, const char *shard_path, con
         sl_sleep_ms(wait_ms);
         wait_ms = wait_ms * 2 > SL_POLL_MAX_MS ? SL_POLL_MAX_MS : wait_ms * 2;
     }
+    /* the weights this process actually touched (the embedding only in the rows it looked up) */
+    rep->memory.base_weights = sl_model_resident_bytes(&us.u_model);
     if (us.u_link) {
         sl_link_stats ls;
         sl_link_stats_get(us.u_link, &ls);

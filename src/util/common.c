@@ -257,3 +257,33 @@ static size_t status_kb(const char *key) {
 
 size_t sl_peak_rss_bytes(void) { return status_kb("VmHWM:"); }
 size_t sl_current_rss_bytes(void) { return status_kb("VmRSS:"); }
+
+int sl_reset_peak_rss(void) {
+    FILE *fp = fopen("/proc/self/clear_refs", "w");
+    if (fp == NULL) return sl_fail(SL_EIO, "/proc/self/clear_refs: cannot open to reset the peak resident set");
+    int ok = fputs("5", fp) >= 0;
+    ok &= fclose(fp) == 0;
+    return ok ? SL_OK : sl_fail(SL_EIO, "/proc/self/clear_refs: cannot reset the peak resident set");
+}
+
+size_t sl_resident_bytes(const void *addr, size_t len) {
+    /* The Rss of the mappings that overlap the range, from /proc/self/smaps: pages this
+     * process has in its page tables (mincore would report the page cache instead). */
+    if (addr == NULL || len == 0) return 0;
+    FILE *fp = fopen("/proc/self/smaps", "r");
+    if (fp == NULL) return 0;
+    const uintptr_t lo = (uintptr_t)addr, hi = lo + len;
+    char line[512];
+    int inside = 0;
+    size_t kb = 0;
+    while (fgets(line, sizeof(line), fp)) {
+        unsigned long a, b;
+        if (sscanf(line, "%lx-%lx ", &a, &b) == 2 && strchr(line, '-') == line + strcspn(line, "-")) {
+            inside = a < hi && b > lo;
+            continue;
+        }
+        if (inside && strncmp(line, "Rss:", 4) == 0) kb += strtoull(line + 4, NULL, 10);
+    }
+    fclose(fp);
+    return kb * 1024;
+}

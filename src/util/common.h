@@ -75,5 +75,11 @@ double sl_now_s(void); /* monotonic clock, seconds */
 /* Peak resident set (VmHWM) and current resident set (VmRSS) of this process, bytes. */
 size_t sl_peak_rss_bytes(void);
 size_t sl_current_rss_bytes(void);
+/* Bytes of [addr, addr+len) that are resident in this process (mincore), e.g. how much of a
+ * mapped model file the process has actually touched. */
+size_t sl_resident_bytes(const void *addr, size_t len);
+/* Resets the peak (VmHWM) to the current resident set, so a later sl_peak_rss_bytes covers
+ * only what follows (Linux >= 4.0: /proc/self/clear_refs "5"). Returns 0, or SL_EIO. */
+int sl_reset_peak_rss(void);
 
 #endif

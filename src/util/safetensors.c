@@ -306,6 +306,11 @@ void sl_st_close(sl_st_reader *r) {
     sl_free(r);
 }
 
+void sl_st_mapping(const sl_st_reader *r, const void **data, size_t *bytes) {
+    *data = r->rd_file.m_data;
+    *bytes = r->rd_file.m_bytes;
+}
+
 const char *sl_st_path(const sl_st_reader *r) { return r->rd_file.m_path; }
 size_t sl_st_count(const sl_st_reader *r) { return r->rd_count; }
 

@@ -69,6 +69,8 @@ int sl_st_open(sl_st_reader **out, const char *path);
 void sl_st_close(sl_st_reader *r); /* NULL is fine */
 
 const char *sl_st_path(const sl_st_reader *r);
+/* The file's mapping (for accounting: how much of it is resident). */
+void sl_st_mapping(const sl_st_reader *r, const void **data, size_t *bytes);
 size_t sl_st_count(const sl_st_reader *r);
 /* The i-th tensor in header order, i < sl_st_count(r). */
 const sl_st_tensor *sl_st_tensor_at(const sl_st_reader *r, size_t i);
