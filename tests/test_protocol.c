@@ -3,7 +3,8 @@
  * the exact bytes of a small message against a hand-computed layout (docs/PROTOCOL.md);
  * round trips of every dtype and rank; every malformation a decoder must refuse, each
  * with a message naming what was wrong (every truncated prefix, every flipped bit, each
- * header and tensor field); lookups naming both shapes; and 10,000 random mutations that
+ * header and tensor field); the compressed dtypes of net/codec.h carried with their byte
+ * counts; lookups naming both shapes; and 10,000 random mutations that
  * must each be refused or decode to something that re-encodes to the same bytes. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,6 +16,7 @@
 
 #include <cmocka.h>
 
+#include "net/codec.h"
 #include "net/protocol.h"
 #include "util/common.h"
 #include "util/crc32.h"
@@ -57,6 +59,7 @@ static int32_t targets[2 * 3];
 static uint8_t mask[2 * 3] = {1, 1, 0, 1, 0, 1};
 static float loss = 2.5f;
 static uint64_t counts[2] = {7, UINT64_MAX};
+static uint8_t q8[2 * 4 + 2 * 3]; /* I8_ROW (2,3): 2 f32 scales, then 6 int8 */
 
 static void build_sample(sl_msg *m) {
     for (int i = 0; i < 24; i++) act[i] = 0.25f * (float)i - 3.0f;
@@ -69,6 +72,8 @@ static void build_sample(sl_msg *m) {
     assert_int_equal(sl_msg_add(m, "mask", SL_DTYPE_U8, 2, s_tg, mask), 0);
     assert_int_equal(sl_msg_add(m, "loss", SL_DTYPE_F32, 0, NULL, &loss), 0);
     assert_int_equal(sl_msg_add(m, "counts", SL_DTYPE_U64, 1, s_cnt, counts), 0);
+    for (size_t i = 0; i < sizeof(q8); i++) q8[i] = (uint8_t)(i + 1);
+    assert_int_equal(sl_msg_add(m, "q", (sl_dtype)SL_DTYPE_I8_ROW, 2, s_tg, q8), 0); /* compressed */
 }
 
 /* The sample message encoded (sl_free it). */
@@ -392,7 +397,10 @@ static void test_payload_malformations(void **state) {
     reject_payload(1, p, sizeof(ok), "found 0x00");
     memcpy(p, ok, sizeof(ok));
     p[3] = 0;
-    reject_payload(1, p, sizeof(ok), "tensor 0 ('ab') dtype at offset 63: expected 1..7, found 0");
+    reject_payload(1, p, sizeof(ok), "tensor 0 ('ab') dtype at offset 63: expected 1..7 or a compressed encoding "
+                   "128..130, found 0");
+    p[3] = 131; /* past the compressed encodings net/codec.h defines */
+    reject_payload(1, p, sizeof(ok), "found 131");
     p[3] = 200; /* reserved for compressed encodings, none defined yet */
     reject_payload(1, p, sizeof(ok), "found 200");
     memcpy(p, ok, sizeof(ok));
@@ -422,6 +430,38 @@ static void test_payload_malformations(void **state) {
     const uint8_t second[] = {'a', 'b', SL_DTYPE_U8, 1, 3, 0, 0, 0};
     memcpy(dup + sizeof(ok) + 1, second, sizeof(second));
     reject_payload(2, dup, sizeof(ok) + 1 + sizeof(second), "tensor 1 name at offset 76: 'ab' repeats tensor 0");
+}
+
+/* Codes 128..130 (net/codec.h) travel with the byte counts their encodings give a shape. */
+static void test_compressed_dtypes(void **state) {
+    (void)state;
+    static uint8_t data[64];
+    for (size_t i = 0; i < sizeof(data); i++) data[i] = (uint8_t)(3 * i);
+    const uint32_t s_i8[2] = {2, 3}, s_topk[3] = {2, 5, 2};
+    sl_msg m;
+    sl_msg_init(&m, SL_MSG_FORWARD, 1, 0, 0);
+    sl_msg_set_sender(&m, SL_TIER_USER, 1, 1);
+    assert_int_equal(sl_msg_add(&m, "i8", (sl_dtype)SL_DTYPE_I8_ROW, 2, s_i8, data), 0);
+    assert_int_equal(m.m_tensors[0].t_bytes, 2 * 4 + 6);           /* scales + int8 */
+    assert_int_equal(sl_msg_add(&m, "tk", (sl_dtype)SL_DTYPE_TOPK_F16, 3, s_topk, data), 0);
+    assert_int_equal(m.m_tensors[1].t_bytes, 2 * 2 * (2 + 2));     /* rows k (u16 index + f16) */
+    assert_string_equal(sl_dtype_name(SL_DTYPE_TOPK_F16), "TOPK_F16");
+    assert_int_equal(sl_dtype_size(SL_DTYPE_I8_ROW), 0);
+    round_trip(&m);
+    /* shapes an encoding does not allow */
+    const uint32_t k_too_big[3] = {2, 3, 4};
+    assert_int_equal(sl_msg_add(&m, "bad", (sl_dtype)SL_DTYPE_TOPK_F32, 3, k_too_big, data), SL_EINVAL);
+    assert_non_null(strstr(sl_last_error(), "tensor 'bad': TOPK_F32 keeps"));
+    assert_non_null(strstr(sl_last_error(), "k = 4"));
+    assert_int_equal(sl_msg_add(&m, "bad", (sl_dtype)SL_DTYPE_TOPK_F32, 1, k_too_big, data), SL_EINVAL);
+    assert_int_equal(sl_msg_add(&m, "bad", (sl_dtype)SL_DTYPE_I8_ROW, 0, NULL, data), SL_EINVAL);
+    assert_int_equal(sl_msg_add(&m, "bad", (sl_dtype)131, 1, s_i8, data), SL_EINVAL);
+    /* and on the wire: TOPK_F32 (2,3,4) at offset 60 */
+    const uint8_t tk[] = {1, 'h', SL_DTYPE_TOPK_F32, 3, 2, 0, 0, 0, 3, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0};
+    reject_payload(1, tk, sizeof(tk), "tensor 0 ('h') shape (2,3,4) at offset 64: TOPK_F32 keeps k = 4 entries per row");
+    /* I8_ROW (2,3) needs 14 bytes, 6 given */
+    const uint8_t i8[] = {1, 'h', SL_DTYPE_I8_ROW, 2, 2, 0, 0, 0, 3, 0, 0, 0, 1, 2, 3, 4, 5, 6};
+    reject_payload(1, i8, sizeof(i8), "tensor 0 ('h') data at offset 72: I8_ROW (2,3) needs 14 bytes, only 6 left");
 }
 
 static void test_builder_errors(void **state) {
@@ -618,6 +658,7 @@ int main(void) {
         cmocka_unit_test(test_header_malformations),
         cmocka_unit_test(test_oversized),
         cmocka_unit_test(test_payload_malformations),
+        cmocka_unit_test(test_compressed_dtypes),
         cmocka_unit_test(test_builder_errors),
         cmocka_unit_test(test_get_names_both_shapes),
         cmocka_unit_test(test_error_message),

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "net/codec.h"
 #include "util/common.h"
 #include "util/crc32.h"
 
@@ -96,7 +97,15 @@ static const struct {
     [SL_DTYPE_U64] = {"U64", 8},
 };
 
+/* Plain types are ours; codes 128..255 are compressed encodings, known to net/codec.c. */
+static int dtype_compressed(uint8_t dtype) { return dtype >= SL_DTYPE_COMPRESSED_FIRST; }
+
+static int dtype_known(uint8_t dtype) {
+    return dtype_compressed(dtype) ? sl_codec_dtype_known(dtype) : sl_dtype_size(dtype) != 0;
+}
+
 const char *sl_dtype_name(uint8_t dtype) {
+    if (dtype_compressed(dtype)) return sl_codec_dtype_name(dtype);
     if (dtype == 0 || dtype >= SL_DTYPE_END) return NULL;
     return dtypes[dtype].name;
 }
@@ -179,8 +188,22 @@ static int name_ok(const char *name, size_t max_scan, size_t *len) {
     return (n == 0 || n > SL_TENSOR_NAME_MAX) ? -1 : 0;
 }
 
-/* Bytes of a tensor's data: product(shape) x dtype size; SL_EINVAL on overflow. */
+/* The codec's message for a shape it refused, without its "tensor: " lead (the caller names
+ * the tensor), or "its size overflows" for a plain dtype. */
+static const char *size_problem(uint8_t dtype) {
+    const char *e = sl_last_error();
+    if (!dtype_compressed(dtype)) return "its size overflows";
+    return strncmp(e, "tensor: ", 8) == 0 ? e + 8 : e;
+}
+
+/* Bytes of a tensor's data: product(shape) x dtype size, or what the encoding of a
+ * compressed dtype says; nonzero on overflow or a shape the encoding does not allow
+ * (with the codec's message recorded). */
 static int tensor_bytes(uint8_t dtype, int ndim, const uint32_t *shape, uint64_t *elements, size_t *bytes) {
+    if (dtype_compressed(dtype)) {
+        *elements = 0;
+        return sl_codec_wire_bytes(dtype, ndim, shape, bytes);
+    }
     uint64_t e = 1;
     for (int d = 0; d < ndim; d++) {
         if (shape[d] != 0 && e > UINT64_MAX / shape[d]) return SL_EINVAL;
@@ -204,15 +227,18 @@ int sl_msg_add(sl_msg *msg, const char *name, sl_dtype dtype, int ndim, const ui
                        SL_MSG_MAX_TENSORS);
     if (sl_msg_find(msg, name) != NULL)
         return sl_fail(SL_EINVAL, "tensor '%s' is already in the message", name);
-    if (sl_dtype_size((uint8_t)dtype) == 0)
+    if (!dtype_known((uint8_t)dtype))
         return sl_fail(SL_EINVAL, "tensor '%s': unknown dtype %d", name, (int)dtype);
     if (ndim < 0 || ndim > (int)SL_TENSOR_MAX_DIMS)
         return sl_fail(SL_EINVAL, "tensor '%s': ndim %d, expected 0..%u", name, ndim, SL_TENSOR_MAX_DIMS);
     if (ndim > 0 && shape == NULL) return sl_fail(SL_EINVAL, "tensor '%s': ndim %d but no shape", name, ndim);
     uint64_t elements;
     size_t bytes;
-    if (tensor_bytes((uint8_t)dtype, ndim, shape, &elements, &bytes) != 0)
-        return sl_fail(SL_EINVAL, "tensor '%s': the size of its shape overflows", name);
+    if (tensor_bytes((uint8_t)dtype, ndim, shape, &elements, &bytes) != 0) {
+        char why[256];
+        snprintf(why, sizeof(why), "%s", size_problem((uint8_t)dtype));
+        return sl_fail(SL_EINVAL, "tensor '%s': %s", name, why);
+    }
     if (bytes > 0 && data == NULL) return sl_fail(SL_EINVAL, "tensor '%s': %zu bytes but no data", name, bytes);
     sl_tensor *t = &msg->m_tensors[msg->m_n_tensors];
     memset(t, 0, sizeof(*t));
@@ -454,9 +480,10 @@ static int decode_tensor(sl_msg *msg, uint32_t i, const uint8_t *b, size_t bytes
     o += len;
     if ((rc = need_bytes(o, 2, bytes, from, "dtype and ndim", i)) != 0) return rc;
     t->t_dtype = b[o];
-    if (sl_dtype_size(t->t_dtype) == 0)
-        return sl_fail(SL_EFORMAT, "%s: tensor %" PRIu32 " ('%s') dtype at offset %zu: expected 1..%d, found %u", from,
-                       i, t->t_name, o, SL_DTYPE_END - 1, t->t_dtype);
+    if (!dtype_known(t->t_dtype))
+        return sl_fail(SL_EFORMAT, "%s: tensor %" PRIu32 " ('%s') dtype at offset %zu: expected 1..%d or a compressed "
+                       "encoding %d..%d, found %u", from, i, t->t_name, o, SL_DTYPE_END - 1, SL_DTYPE_I8_ROW,
+                       SL_DTYPE_TOPK_F32, t->t_dtype);
     t->t_ndim = b[o + 1];
     if (t->t_ndim > SL_TENSOR_MAX_DIMS)
         return sl_fail(SL_EFORMAT, "%s: tensor %" PRIu32 " ('%s') ndim at offset %zu: expected 0..%u, found %u", from,
@@ -466,10 +493,11 @@ static int decode_tensor(sl_msg *msg, uint32_t i, const uint8_t *b, size_t bytes
     for (int d = 0; d < t->t_ndim; d++, o += SHAPE_ENTRY_BYTES) t->t_shape[d] = get_u32(b + o);
     uint64_t elements;
     if (tensor_bytes(t->t_dtype, t->t_ndim, t->t_shape, &elements, &t->t_bytes) != 0) {
-        char shape[64];
+        char shape[64], why[256];
         format_shape(shape, sizeof(shape), t->t_ndim, t->t_shape);
-        return sl_fail(SL_EFORMAT, "%s: tensor %" PRIu32 " ('%s') shape %s at offset %zu: its size overflows", from, i,
-                       t->t_name, shape, o - SHAPE_ENTRY_BYTES * (size_t)t->t_ndim);
+        snprintf(why, sizeof(why), "%s", size_problem(t->t_dtype));
+        return sl_fail(SL_EFORMAT, "%s: tensor %" PRIu32 " ('%s') shape %s at offset %zu: %s", from, i, t->t_name,
+                       shape, o - SHAPE_ENTRY_BYTES * (size_t)t->t_ndim, why);
     }
     size_t data_off = align_up(o);
     if ((rc = need_bytes(o, data_off - o, bytes, from, "padding", i)) != 0) return rc;

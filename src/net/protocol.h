@@ -54,8 +54,8 @@ typedef enum {
 } sl_msg_type;
 
 /* Element types (u8 on the wire). Codes 1..127 are plain arrays (bytes = elements x size);
- * 128..255 are reserved for compressed encodings (e.g. int8 with a per-row scale) whose
- * byte count is defined per encoding. */
+ * 128..255 are compressed encodings whose byte count follows from (code, shape): the codes
+ * net/codec.h defines (128 I8_ROW, 129 TOPK_F16, 130 TOPK_F32) are carried, the rest refused. */
 typedef enum {
     SL_DTYPE_F32 = 1,
     SL_DTYPE_F16 = 2,
@@ -64,7 +64,8 @@ typedef enum {
     SL_DTYPE_I32 = 5,
     SL_DTYPE_U8 = 6,
     SL_DTYPE_U64 = 7,
-    SL_DTYPE_END
+    SL_DTYPE_END,                  /* one past the last plain type */
+    SL_DTYPE_COMPRESSED_FIRST = 128 /* codes from here on: net/codec.h */
 } sl_dtype;
 
 /* The tier of a sender (u8 on the wire). */
@@ -115,8 +116,8 @@ typedef struct {
 
 /* "FORWARD", ...; NULL for an unknown type. */
 const char *sl_msg_type_name(uint16_t type);
-const char *sl_dtype_name(uint8_t dtype); /* "F32", ...; NULL when unknown */
-size_t sl_dtype_size(uint8_t dtype);      /* bytes per element; 0 when unknown */
+const char *sl_dtype_name(uint8_t dtype); /* "F32", ..., "I8_ROW", ...; NULL when unknown */
+size_t sl_dtype_size(uint8_t dtype);      /* bytes per element; 0 when unknown or compressed */
 const char *sl_tier_name(uint8_t tier);   /* "user", "edge", "cloud"; NULL when unknown */
 /* 1 when a reply of type reply_type answers a request of type request_type (ERROR answers
  * anything); 0 otherwise, including when request_type is not a request. */
@@ -128,7 +129,8 @@ int sl_msg_reply_allowed(uint16_t request_type, uint16_t reply_type);
  * Sender, tier and seq are zero: a link or server fills them when it sends. */
 void sl_msg_init(sl_msg *msg, sl_msg_type type, uint32_t round, uint32_t step, uint32_t stream);
 /* Adds a tensor by pointer (no copy): shape has ndim entries (NULL when ndim is 0), data
- * holds product(shape) x sl_dtype_size(dtype) bytes. SL_EINVAL, naming the tensor, for a
+ * holds product(shape) x sl_dtype_size(dtype) bytes (for a compressed dtype, the bytes its
+ * encoding gives that shape: sl_codec_wire_bytes). SL_EINVAL, naming the tensor, for a
  * bad name (empty, > 63 bytes, not printable ASCII), a duplicate name, an unknown dtype,
  * ndim > 4, a size that overflows, or NULL data with a nonzero size; SL_EINVAL also when
  * the message already has SL_MSG_MAX_TENSORS tensors. */
@@ -184,7 +186,8 @@ const sl_tensor *sl_msg_find(const sl_msg *msg, const char *name);
  * (4,64,48)". */
 int sl_msg_get(const sl_msg *msg, const char *name, sl_dtype dtype, int ndim, const int64_t *shape,
                const sl_tensor **out);
-/* Elements in the tensor (product of its shape; 1 for a scalar). */
+/* Elements in the tensor (product of its shape; 1 for a scalar). For a compressed dtype,
+ * of its wire shape (top-k: including the trailing k). */
 uint64_t sl_tensor_elements(const sl_tensor *t);
 /* The text of an ERROR message, copied into out (n bytes, NUL-terminated, bytes outside
  * printable ASCII replaced by '?'); "(no message)" when it has no "message" U8 tensor. */
