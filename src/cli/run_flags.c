@@ -16,6 +16,7 @@ void sl_run_flags_init(sl_run_flags *f) {
     sl_run_config *c = &f->cfg;
     f->cuts = "1,3";
     f->targets = "q,k,v,o";
+    f->compress = "none";
     f->seed = 1337;
     const sl_opt table[] = {
         {"--scheme", SL_OPT_STR, &c->scheme, "splitllm (default) or central"},
@@ -44,6 +45,7 @@ void sl_run_flags_init(sl_run_flags *f) {
         {"--select", SL_OPT_STR, &c->select, "how an edge picks its user: round-robin (default) or random"},
         {"--assign", SL_OPT_STR, &c->assign, "edge of each user, e.g. 0,0,1,1 (default: user mod M)"},
         {"--timeout-ms", SL_OPT_INT, &c->timeout_ms, "how long to wait for a peer (default 60000)"},
+        {"--compress", SL_OPT_STR, &f->compress, "activations/gradients on the links: none, fp16, bf16, int8, topk:F"},
     };
     for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) sl_run_flags_add(f, table[i]);
 }
@@ -52,6 +54,10 @@ int sl_run_flags_finish(sl_run_flags *f, const char *command) {
     sl_run_config *c = &f->cfg;
     if (sscanf(f->cuts, "%d,%d", &c->cut1, &c->cut2) != 2) {
         fprintf(stderr, "splitllm %s: --cuts '%s': expected two block numbers c1,c2\n", command, f->cuts);
+        return 2;
+    }
+    if (sl_codec_parse(f->compress, &c->compress)) {
+        fprintf(stderr, "splitllm %s: %s\n", command, sl_last_error());
         return 2;
     }
     c->seed = (uint64_t)f->seed;

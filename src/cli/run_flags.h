@@ -12,6 +12,7 @@ typedef struct {
     sl_run_config cfg;
     const char *cuts;      /* "c1,c2" */
     const char *targets;   /* "q,v" */
+    const char *compress;  /* "none", "fp16", "bf16", "int8", "topk:0.1" */
     int seed;
     sl_opt opts[SL_RUN_MAX_OPTS];
     int n_opts;

@@ -216,6 +216,10 @@ static int run_processes(const sl_run_config *c, const char *argv0, tier_job *jo
                                    "--weight-decay", num[14], "--lora-dropout", num[15], "--lora-targets",
                                    targets_arg, "--report", report};
             for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) args[a++] = (char *)fixed[i];
+            static char codec_arg[64];
+            sl_codec_format(&c->compress, codec_arg, sizeof(codec_arg));
+            args[a++] = "--compress";
+            args[a++] = codec_arg;
             args[a++] = "--scheme";
             args[a++] = (char *)(c->scheme ? c->scheme : "splitllm");
             if (c->assign) {

@@ -16,6 +16,7 @@
 
 #include "model/lora.h"
 #include "model/optim.h"
+#include "net/codec.h"
 
 typedef struct {
     const char *scheme;        /* "splitllm", "sfl", "sl", "fl" or "central" */
@@ -39,6 +40,7 @@ typedef struct {
     int processes;             /* run: one process per tier instead of threads */
     const char *transport;     /* run: inproc (threads), ipc or tcp */
     int base_port;             /* run with tcp: cloud on base_port, edge e on base_port+1+e */
+    sl_codec compress;         /* activations up and gradients down: none, fp16, bf16, int8, topk:F */
 } sl_run_config;
 
 /* Defaults for every field (the README lists them). */

@@ -39,6 +39,7 @@ typedef struct {
     sl_adamw opt;
     sl_segment *seg;
     float *grad;         /* (B,T,C): gradient of the stream's input, the BACKWARD reply */
+    float *act_in;       /* (B,T,C): a compressed FORWARD's activations, decoded */
     float loss;          /* the last step's, for the reply */
     int32_t count;
     int task_round;      /* round whose cloud-side copy was set up */
@@ -320,13 +321,14 @@ static int on_forward(cloud_state *cs, const sl_msg *req, sl_msg *reply) {
         return sl_fail(SL_ESTATE, "cloud: FORWARD from %s %d for round %d step %d; the cloud is at round %d (%d steps)",
                        sl_tier_name(cs->c_client_tier), k, r, step, cur, c->local_steps);
     const int B = c->batch, T = c->seq, C = cs->c_mc.dim;
-    const int64_t act_shape[3] = {B, T, C}, tok_shape[2] = {B, T};
-    const sl_tensor *act, *targets, *mask;
-    rc = sl_msg_get(req, "act", SL_DTYPE_F32, 3, act_shape, &act);
+    const int64_t tok_shape[2] = {B, T};
+    const sl_tensor *targets, *mask;
+    const float *act;
+    rc = sl_get_activation(req, "act", B, T, C, st->act_in, &act);
     if (rc == 0) rc = sl_msg_get(req, "targets", SL_DTYPE_I32, 2, tok_shape, &targets);
     if (rc == 0) rc = sl_msg_get(req, "mask", SL_DTYPE_U8, 2, tok_shape, &mask);
     if (rc) return rc;
-    sl_segment_input in = {.B = B, .T = T, .input = act->t_data, .targets = targets->t_data, .mask = mask->t_data,
+    sl_segment_input in = {.B = B, .T = T, .input = act, .targets = targets->t_data, .mask = mask->t_data,
                            .want_grad = 1, .dropout_seed = sl_step_seed(c->seed, r, c->local_steps, step)};
     sl_lora_zero_grad(&st->lora);
     if ((rc = sl_segment_forward(st->seg, &in))) return rc;
@@ -351,8 +353,7 @@ static int on_forward(cloud_state *cs, const sl_msg *req, sl_msg *reply) {
                        elapsed > 0 ? (double)cs->c_steps_done * B * T / elapsed : 0.0, "tok/s", extra);
     pthread_mutex_unlock(&cs->c_mu);
     sl_msg_init(reply, SL_MSG_BACKWARD, (uint32_t)r, (uint32_t)step, (uint32_t)k);
-    uint32_t gshape[3] = {(uint32_t)B, (uint32_t)T, (uint32_t)C};
-    rc = sl_msg_add(reply, "grad", SL_DTYPE_F32, 3, gshape, st->grad);
+    rc = sl_add_activation(reply, "grad", &c->compress, B, T, C, st->grad);
     if (rc == 0) rc = sl_msg_add(reply, "loss", SL_DTYPE_F32, 0, NULL, &st->loss);
     if (rc == 0) rc = sl_msg_add(reply, "count", SL_DTYPE_I32, 0, NULL, &st->count);
     return rc;
@@ -469,6 +470,7 @@ static void cloud_free(cloud_state *cs) {
             sl_adamw_free(&st->opt);
             sl_lora_free(&st->lora);
             sl_free(st->grad);
+            sl_free(st->act_in);
         }
         sl_free(cs->c_streams);
     }
@@ -567,7 +569,8 @@ int sl_cloud_run(const sl_run_config *c, const char *url, sl_tier_report *rep) {
         if ((rc = sl_adamw_init(&st->opt, &oc, st->lora.n_params))) break;
         if ((rc = sl_segment_create(&st->seg, &cs.c_model, &st->lora, &sc))) break;
         st->grad = sl_alloc(act_floats * sizeof(float));
-        if (!st->grad) rc = SL_ENOMEM;
+        st->act_in = sl_alloc(act_floats * sizeof(float));
+        if (!st->grad || !st->act_in) rc = SL_ENOMEM;
     }
     if (rc) goto done;
     snprintf(cs.c_tier.scheme, sizeof(cs.c_tier.scheme), "%s", scheme_name(cs.c_scheme));
@@ -583,6 +586,7 @@ int sl_cloud_run(const sl_run_config *c, const char *url, sl_tier_report *rep) {
     cs.c_tier.seed = c->seed;
     cs.c_tier.lora = c->lora;
     cs.c_tier.optim = oc;
+    cs.c_tier.compress = c->compress;
     if ((rc = sl_tier_config_to_json(&cs.c_tier, &cs.c_json))) goto done;
     {
         sl_memory_breakdown *m = &rep->memory;
@@ -591,7 +595,7 @@ int sl_cloud_run(const sl_run_config *c, const char *url, sl_tier_report *rep) {
             const sl_segment_memory sm = sl_segment_memory_use(cs.c_streams[s].seg);
             m->adapters += 2 * cs.c_streams[s].lora.n_params * sizeof(float);
             m->optimizer += 2 * cs.c_streams[s].opt.n * sizeof(float);
-            m->activations += sm.activation_bytes + sm.scratch_bytes + act_floats * sizeof(float);
+            m->activations += sm.activation_bytes + sm.scratch_bytes + 2 * act_floats * sizeof(float);
         }
         /* every stream's FORWARD and BACKWARD can be in flight at once (fl: the clients'
          * adapters) — or, while the clients join, the part chunks it serves them */

@@ -33,6 +33,9 @@ int sl_tier_config_to_json(const sl_tier_config *c, char **out) {
     cJSON *j = cJSON_CreateObject();
     char targets[128], hex[65];
     cJSON_AddStringToObject(j, "scheme", c->scheme);
+    char codec[64];
+    sl_codec_format(&c->compress, codec, sizeof(codec));
+    cJSON_AddStringToObject(j, "compress", codec);
     cJSON_AddNumberToObject(j, "n_layers", c->n_layers);
     cJSON_AddNumberToObject(j, "dim", c->dim);
     cJSON_AddNumberToObject(j, "cut1", c->cut1);
@@ -111,6 +114,9 @@ int sl_tier_config_from_json(const char *text, size_t bytes, const char *from, s
     if (rc == 0 && strlen(scheme) >= sizeof(out->scheme))
         rc = sl_fail(SL_EFORMAT, "%s: configuration field 'scheme' = '%s' is too long", from, scheme);
     if (rc == 0) snprintf(out->scheme, sizeof(out->scheme), "%s", scheme);
+    const char *compress = NULL;
+    if (rc == 0) rc = text_field(j, "compress", from, &compress);
+    if (rc == 0) rc = sl_codec_parse(compress, &out->compress);
     if (rc == 0) rc = text_field(j, "seed", from, &seed);
     if (rc == 0) rc = text_field(j, "lora_seed", from, &lora_seed);
     if (rc == 0) rc = text_field(j, "lora_targets", from, &targets);
@@ -222,5 +228,32 @@ int sl_serve_part_chunk(const sl_msg *request, sl_msg *reply, const char *part_n
     *total = bytes;
     rc = sl_msg_add(reply, "bytes", SL_DTYPE_U8, 1, shape, (const uint8_t *)data + offset);
     if (rc == 0) rc = sl_msg_add(reply, "total", SL_DTYPE_U64, 0, NULL, total);
+    return rc;
+}
+
+int sl_add_activation(sl_msg *msg, const char *name, const sl_codec *codec, int B, int T, int C, const float *data) {
+    uint32_t shape[3] = {(uint32_t)B, (uint32_t)T, (uint32_t)C};
+    if (codec->c_kind == SL_CODEC_NONE) return sl_msg_add(msg, name, SL_DTYPE_F32, 3, shape, data);
+    sl_codec_wire w;
+    int rc = sl_codec_wire_for(codec, 3, shape, &w);
+    if (rc) return rc;
+    void *buf = sl_msg_alloc(msg, w.w_bytes);
+    if (buf == NULL) return SL_ENOMEM;
+    if ((rc = sl_codec_wire_encode(&w, data, buf, NULL))) return rc;
+    return sl_msg_add(msg, name, (sl_dtype)w.w_dtype, w.w_ndim, w.w_shape, buf);
+}
+
+int sl_get_activation(const sl_msg *msg, const char *name, int B, int T, int C, float *scratch, const float **out) {
+    const sl_tensor *t = sl_msg_find(msg, name);
+    const int64_t shape[3] = {B, T, C};
+    if (t != NULL && t->t_dtype == SL_DTYPE_F32) {
+        const sl_tensor *checked;
+        int rc = sl_msg_get(msg, name, SL_DTYPE_F32, 3, shape, &checked);
+        if (rc == 0) *out = checked->t_data;
+        return rc;
+    }
+    if (t == NULL) return sl_msg_get(msg, name, SL_DTYPE_F32, 3, shape, &t); /* the error names it */
+    int rc = sl_codec_tensor_decode(t, scratch, (size_t)B * T * C);
+    if (rc == 0) *out = scratch;
     return rc;
 }

@@ -8,6 +8,7 @@
 
 #include "model/lora.h"
 #include "model/optim.h"
+#include "net/codec.h"
 #include "net/link.h"
 #include "util/sha256.h"
 
@@ -28,6 +29,7 @@ typedef struct {
     uint64_t seed;
     sl_lora_config lora;
     sl_adamw_config optim;
+    sl_codec compress;         /* how activations and their gradients travel */
     uint8_t edge_part_sha256[SL_SHA256_BYTES];
     uint64_t edge_part_bytes;
     uint8_t user_part_sha256[SL_SHA256_BYTES];
@@ -63,6 +65,13 @@ static inline size_t sl_step_message_bytes(int B, int T, int C) {
  * chunk, encoded, and NNG's message. A tier's message memory peaks at the larger of this
  * (while its clients join) and its step messages (while they train). */
 static inline size_t sl_part_serving_bytes(int clients) { return (size_t)clients * 2 * SL_PART_CHUNK_BYTES; }
+
+/* Adds a (B,T,C) float tensor to msg, encoded with codec (NONE: by pointer, no copy). */
+int sl_add_activation(sl_msg *msg, const char *name, const sl_codec *codec, int B, int T, int C, const float *data);
+/* The (B,T,C) float tensor name of msg: F32 is returned in place; an encoded one is decoded
+ * into scratch (B*T*C floats). SL_EFORMAT naming the tensor when it is absent or its shape
+ * differs. */
+int sl_get_activation(const sl_msg *msg, const char *name, int B, int T, int C, float *scratch, const float **out);
 
 /* Sleeps ms milliseconds. */
 void sl_sleep_ms(int ms);

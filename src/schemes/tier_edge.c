@@ -35,6 +35,8 @@ typedef struct {
     sl_adamw e_opt;
     sl_segment *e_seg;
     float *e_grad_in;        /* (B,T,C): the gradient sent down to the user */
+    float *e_act_in;         /* (B,T,C): a compressed FORWARD's activations, decoded */
+    float *e_grad_from_cloud;/* (B,T,C): a compressed BACKWARD's gradient, decoded */
     float e_loss;
     int32_t e_count;
     float *e_user_adapter;   /* (n_user): the task's adapter for the user */
@@ -120,28 +122,29 @@ static int on_forward(edge_state *es, const sl_msg *req, sl_msg *reply) {
     if (!ok)
         return sl_fail(SL_ESTATE, "edge %d: FORWARD from user %u for round %d step %d; this round (%d) trains user %d",
                        es->e_id, u, r, step, cur_round, cur_user);
-    const int64_t act_shape[3] = {c->batch, c->seq, c->dim}, tok_shape[2] = {c->batch, c->seq};
-    const sl_tensor *act, *targets, *mask;
-    int rc = sl_msg_get(req, "act", SL_DTYPE_F32, 3, act_shape, &act);
+    const int64_t tok_shape[2] = {c->batch, c->seq};
+    const sl_tensor *targets, *mask;
+    const float *act;
+    int rc = sl_get_activation(req, "act", c->batch, c->seq, c->dim, es->e_act_in, &act);
     if (rc == 0) rc = sl_msg_get(req, "targets", SL_DTYPE_I32, 2, tok_shape, &targets);
     if (rc == 0) rc = sl_msg_get(req, "mask", SL_DTYPE_U8, 2, tok_shape, &mask);
     if (rc) return rc;
-    sl_segment_input in = {.B = c->batch, .T = c->seq, .input = act->t_data, .want_grad = 1,
+    sl_segment_input in = {.B = c->batch, .T = c->seq, .input = act, .want_grad = 1,
                            .dropout_seed = sl_step_seed(c->seed, r, c->local_steps, step)};
     if ((rc = sl_segment_forward(es->e_seg, &in))) return rc;
     /* up to the cloud; the targets and mask travel on unchanged */
     sl_msg up;
     sl_msg_init(&up, SL_MSG_FORWARD, (uint32_t)r, (uint32_t)step, (uint32_t)es->e_id);
-    uint32_t ashape[3] = {(uint32_t)c->batch, (uint32_t)c->seq, (uint32_t)c->dim};
     uint32_t tshape[2] = {(uint32_t)c->batch, (uint32_t)c->seq};
-    rc = sl_msg_add(&up, "act", SL_DTYPE_F32, 3, ashape, sl_segment_output(es->e_seg));
+    rc = sl_add_activation(&up, "act", &c->compress, c->batch, c->seq, c->dim, sl_segment_output(es->e_seg));
     if (rc == 0) rc = sl_msg_add(&up, "targets", SL_DTYPE_I32, 2, tshape, targets->t_data);
     if (rc == 0) rc = sl_msg_add(&up, "mask", SL_DTYPE_U8, 2, tshape, mask->t_data);
     pthread_mutex_lock(&es->e_link_mu);
     const sl_msg *down = NULL;
-    const sl_tensor *grad = NULL, *loss = NULL, *count = NULL;
+    const sl_tensor *loss = NULL, *count = NULL;
+    const float *grad = NULL;
     if (rc == 0) rc = sl_link_call(es->e_link, &up, &down);
-    if (rc == 0) rc = sl_msg_get(down, "grad", SL_DTYPE_F32, 3, act_shape, &grad);
+    if (rc == 0) rc = sl_get_activation(down, "grad", c->batch, c->seq, c->dim, es->e_grad_from_cloud, &grad);
     if (rc == 0) rc = sl_msg_get(down, "loss", SL_DTYPE_F32, 0, NULL, &loss);
     if (rc == 0) rc = sl_msg_get(down, "count", SL_DTYPE_I32, 0, NULL, &count);
     if (rc != 0) {
@@ -157,7 +160,7 @@ static int on_forward(edge_state *es, const sl_msg *req, sl_msg *reply) {
         memcpy(&es->e_loss, loss->t_data, sizeof(float));
         memcpy(&es->e_count, count->t_data, sizeof(int32_t));
         sl_lora_zero_grad(&es->e_lora);
-        rc = sl_segment_backward(es->e_seg, grad->t_data, es->e_grad_in);
+        rc = sl_segment_backward(es->e_seg, grad, es->e_grad_in);
     }
     pthread_mutex_unlock(&es->e_link_mu);
     sl_msg_release(&up);
@@ -165,7 +168,7 @@ static int on_forward(edge_state *es, const sl_msg *req, sl_msg *reply) {
     const size_t ends[1] = {es->e_lora.n_params};
     sl_adamw_update_groups(&es->e_opt, es->e_lora.params, es->e_lora.grads, 1, ends);
     sl_msg_init(reply, SL_MSG_BACKWARD, (uint32_t)r, (uint32_t)step, (uint32_t)es->e_id);
-    rc = sl_msg_add(reply, "grad", SL_DTYPE_F32, 3, ashape, es->e_grad_in);
+    rc = sl_add_activation(reply, "grad", &c->compress, c->batch, c->seq, c->dim, es->e_grad_in);
     if (rc == 0) rc = sl_msg_add(reply, "loss", SL_DTYPE_F32, 0, NULL, &es->e_loss);
     if (rc == 0) rc = sl_msg_add(reply, "count", SL_DTYPE_I32, 0, NULL, &es->e_count);
     return rc;
@@ -368,9 +371,13 @@ int sl_edge_run(int edge_id, const char *cloud_url, const char *url, const char 
             rc = sl_segment_create(&es.e_seg, &es.e_model, &es.e_lora, &sc);
         es.e_n_user = es.e_lora.layer_params * (size_t)c->cut1;
         es.e_grad_in = sl_alloc(sizeof(float) * (size_t)c->batch * c->seq * c->dim);
+        es.e_act_in = sl_alloc(sizeof(float) * (size_t)c->batch * c->seq * c->dim);
+        es.e_grad_from_cloud = sl_alloc(sizeof(float) * (size_t)c->batch * c->seq * c->dim);
         es.e_user_adapter = sl_alloc(sizeof(float) * (es.e_n_user + 1));
         es.e_user_report = sl_alloc(sizeof(float) * (es.e_n_user + 1));
-        if (rc == 0 && (!es.e_grad_in || !es.e_user_adapter || !es.e_user_report)) rc = SL_ENOMEM;
+        if (rc == 0 && (!es.e_grad_in || !es.e_act_in || !es.e_grad_from_cloud || !es.e_user_adapter ||
+                        !es.e_user_report))
+            rc = SL_ENOMEM;
     }
     if (rc == 0) {
         sl_server_config sc;
@@ -390,7 +397,7 @@ int sl_edge_run(int edge_id, const char *cloud_url, const char *url, const char 
         const sl_segment_memory sm = sl_segment_memory_use(es.e_seg);
         m->adapters = (2 * es.e_lora.n_params + 2 * es.e_n_user) * sizeof(float);
         m->optimizer = 2 * es.e_opt.n * sizeof(float);
-        m->activations = sm.activation_bytes + sm.scratch_bytes + (size_t)c->batch * c->seq * c->dim * sizeof(float);
+        m->activations = sm.activation_bytes + sm.scratch_bytes + 3 * (size_t)c->batch * c->seq * c->dim * sizeof(float);
         /* the user's FORWARD, the one to the cloud, the cloud's BACKWARD and the user's — or,
          * while its users join, the part chunks it serves to them (2 workers) */
         const size_t step = 4 * sl_step_message_bytes(c->batch, c->seq, c->dim);
@@ -449,6 +456,8 @@ int sl_edge_run(int edge_id, const char *cloud_url, const char *url, const char 
     sl_adamw_free(&es.e_opt);
     sl_lora_free(&es.e_lora);
     sl_free(es.e_grad_in);
+    sl_free(es.e_act_in);
+    sl_free(es.e_grad_from_cloud);
     sl_free(es.e_user_adapter);
     sl_free(es.e_user_report);
     sl_free(es.e_json);

@@ -28,6 +28,7 @@ typedef struct {
     sl_batch u_batch;
     int u_have_shard, u_have_loader;
     int u_local;             /* fl: the whole model here, no FORWARD messages */
+    float *u_grad_in;        /* (B,T,C): a compressed BACKWARD's gradient, decoded */
 } user_state;
 
 static int join_edge(user_state *us, const char *cache_dir) {
@@ -54,8 +55,6 @@ static int user_round(user_state *us, int round, int steps, const float *adapter
     memcpy(us->u_lora.params, adapter, us->u_lora.n_params * sizeof(float));
     uint64_t samples = 0;
     float loss_sum = 0.0f;
-    const int64_t act_shape[3] = {c->batch, c->seq, c->dim};
-    uint32_t ashape[3] = {(uint32_t)c->batch, (uint32_t)c->seq, (uint32_t)c->dim};
     uint32_t tshape[2] = {(uint32_t)c->batch, (uint32_t)c->seq};
     int rc = SL_OK;
     for (int step = 0; step < steps && rc == 0; step++) {
@@ -79,16 +78,16 @@ static int user_round(user_state *us, int round, int steps, const float *adapter
         if ((rc = sl_segment_forward(us->u_seg, &in))) return rc;
         sl_msg up;
         sl_msg_init(&up, SL_MSG_FORWARD, (uint32_t)round, (uint32_t)step, 0);
-        rc = sl_msg_add(&up, "act", SL_DTYPE_F32, 3, ashape, sl_segment_output(us->u_seg));
+        rc = sl_add_activation(&up, "act", &c->compress, c->batch, c->seq, c->dim, sl_segment_output(us->u_seg));
         if (rc == 0) rc = sl_msg_add(&up, "targets", SL_DTYPE_I32, 2, tshape, us->u_batch.b_targets);
         if (rc == 0) rc = sl_msg_add(&up, "mask", SL_DTYPE_U8, 2, tshape, us->u_batch.b_mask);
         const sl_msg *down = NULL;
-        const sl_tensor *grad = NULL;
+        const float *grad = NULL;
         if (rc == 0) rc = sl_link_call(us->u_link, &up, &down);
-        if (rc == 0) rc = sl_msg_get(down, "grad", SL_DTYPE_F32, 3, act_shape, &grad);
+        if (rc == 0) rc = sl_get_activation(down, "grad", c->batch, c->seq, c->dim, us->u_grad_in, &grad);
         if (rc == 0) {
             sl_lora_zero_grad(&us->u_lora);
-            rc = sl_segment_backward(us->u_seg, grad->t_data, NULL);
+            rc = sl_segment_backward(us->u_seg, grad, NULL);
         }
         sl_msg_release(&up);
         if (rc == 0) {
@@ -144,6 +143,8 @@ int sl_user_run(int user_id, const char *server_url, const char *shard_path, con
         if ((rc = sl_lora_init(&us.u_lora, &us.u_model.config, &c->lora, 0, end)) == 0 &&
             (rc = sl_adamw_init(&us.u_opt, &oc, us.u_lora.n_params)) == 0)
             rc = sl_segment_create(&us.u_seg, &us.u_model, &us.u_lora, &sc);
+        us.u_grad_in = sl_alloc(sizeof(float) * (size_t)c->batch * c->seq * c->dim);
+        if (rc == 0 && us.u_grad_in == NULL) rc = SL_ENOMEM;
     }
     if (rc == 0) {
         /* the same data order as central gives the same user (seed + user id) */
@@ -157,7 +158,7 @@ int sl_user_run(int user_id, const char *server_url, const char *shard_path, con
         const sl_segment_memory sm = sl_segment_memory_use(us.u_seg);
         m->adapters = 2 * us.u_lora.n_params * sizeof(float);
         m->optimizer = 2 * us.u_opt.n * sizeof(float);
-        m->activations = sm.activation_bytes + sm.scratch_bytes;
+        m->activations = sm.activation_bytes + sm.scratch_bytes + (size_t)c->batch * c->seq * c->dim * sizeof(float);
         /* the FORWARD (encoded, and kept by the link for a resend) and the BACKWARD (NNG's
          * message, and an aligned copy when NNG's buffer is not 8-byte aligned); none in fl */
         m->messages = us.u_local ? 0 : 4 * sl_step_message_bytes(c->batch, c->seq, c->dim);
@@ -215,6 +216,7 @@ int sl_user_run(int user_id, const char *server_url, const char *shard_path, con
     if (us.u_have_loader) sl_loader_close(&us.u_loader);
     if (us.u_have_shard) sl_shard_free(&us.u_shard);
     sl_segment_free(us.u_seg);
+    sl_free(us.u_grad_in);
     sl_adamw_free(&us.u_opt);
     sl_lora_free(&us.u_lora);
     sl_model_free(&us.u_model);
