@@ -16,6 +16,7 @@
 #include "cli/args.h"
 #include "cli/bench_tokenize.h"
 #include "cli/commands.h"
+#include "model/flops.h"
 #include "model/lora.h"
 #include "model/model.h"
 #include "model/optim.h"
@@ -56,20 +57,9 @@ static double sgemm_gflops(void) {
 
 /* FLOPs of one training step (forward + backward with frozen base weights). */
 static double step_flops(const sl_config *c, const sl_lora *l, int B, int T) {
-    const double N = (double)B * T, C = c->dim, H = c->hidden_dim, KV = sl_config_kv_dim(c), V = c->vocab_size;
-    const double L = c->n_layers, hs = (double)c->dim / c->n_heads;
-    const double mlp_mats = c->arch == SL_ARCH_LLAMA ? 3.0 : 2.0;
-    const double linear_macs = N * (C * (C + 2 * KV) + C * C + mlp_mats * C * H);
-    const double attn_macs = (double)B * c->n_heads * (T * (T + 1) / 2.0) * hs * 2.0; /* QK^T and PV, causal */
-    const double head_macs = N * C * V;
-    /* forward: 1x each; backward: input gradients 1x the linear and head products, 2x attention */
-    double macs = L * (2 * linear_macs + 3 * attn_macs) + 2 * head_macs;
-    /* LoRA: forward 2 products of N*r*(in+out)/2 on average, backward 4 */
-    double lora_macs = 0;
-    for (int t = 0; t < SL_LORA_N_TARGETS; t++)
-        if (l->config.targets & (1u << t)) lora_macs += N * l->config.rank * (double)(l->in_dim[t] + l->out_dim[t]);
-    macs += L * 3.0 * lora_macs;
-    return 2.0 * macs;
+    double fwd, bwd;
+    sl_segment_flops(c, &l->config, 0, c->n_layers, 1, B, T, &fwd, &bwd);
+    return fwd + bwd;
 }
 
 static int bench_step(int argc, char **argv) {

@@ -1,6 +1,7 @@
 /* cmd_train.c: `splitllm train` — LoRA fine-tuning in one process on all users' data (the
  * central scheme). The split runtime's `splitllm run --scheme NAME` shares its flags. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli/args.h"
@@ -69,9 +70,11 @@ int cmd_train(int argc, char **argv) {
     sl_central_result r;
     if (sl_central_run(&c, &r)) {
         fprintf(stderr, "splitllm train: %s\n", sl_last_error());
+        free(r.eval_losses);
         return 1;
     }
     printf("eval_loss_initial=%.4f eval_loss_final=%.4f tokens_per_s=%.1f wall_seconds=%.1f\n", r.eval_loss_initial,
            r.eval_loss_final, r.tokens_per_s, r.wall_seconds);
+    free(r.eval_losses);
     return 0;
 }

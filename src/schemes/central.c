@@ -60,6 +60,10 @@ static int write_summary(const sl_central_config *cfg, const sl_central_result *
     cJSON_AddNumberToObject(j, "eval_perplexity_initial", exp(r->eval_loss_initial));
     cJSON_AddNumberToObject(j, "eval_perplexity_final", exp(r->eval_loss_final));
     cJSON_AddNumberToObject(j, "train_loss_final", r->train_loss_final);
+    if (r->n_eval_losses > 0) { /* run --scheme central: one per round (eval_every = local steps) */
+        cJSON *a = cJSON_AddArrayToObject(j, "eval_loss_per_round");
+        for (int i = 0; i < r->n_eval_losses; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(r->eval_losses[i]));
+    }
     cJSON_AddNumberToObject(j, "tokens_per_s", r->tokens_per_s);
     cJSON_AddNumberToObject(j, "wall_seconds", r->wall_seconds);
     cJSON *rss = cJSON_AddObjectToObject(j, "peak_rss_bytes");
@@ -132,6 +136,13 @@ int sl_central_run(const sl_central_config *cfg, sl_central_result *out) {
     fprintf(metrics, "{\"tier\":\"central\",\"step\":0,\"eval_loss\":%.6f}\n", out->eval_loss_initial);
     fprintf(stderr, "central: %d users' data, %llu samples; eval loss before training %.4f (perplexity %.2f)\n",
             n_users, (unsigned long long)train.sh_n_samples, out->eval_loss_initial, exp(out->eval_loss_initial));
+    if (cfg->eval_every > 0) {
+        out->eval_losses = calloc((size_t)(cfg->steps / cfg->eval_every + 2), sizeof(float));
+        if (out->eval_losses == NULL) {
+            rc = sl_fail(SL_ENOMEM, "central: out of memory");
+            goto done;
+        }
+    }
     sl_progress prog;
     sl_progress_start(&prog, stderr, "step", cfg->steps);
     double train_s = 0.0;
@@ -160,12 +171,14 @@ int sl_central_run(const sl_central_config *cfg, sl_central_result *out) {
             float ev;
             if ((rc = sl_evaluate_segment(seg, &val, cfg->batch, cfg->seq, cfg->eval_batches, &ev))) goto done;
             fprintf(metrics, "{\"tier\":\"central\",\"step\":%d,\"eval_loss\":%.6f}\n", step, ev);
+            if (out->eval_losses) out->eval_losses[out->n_eval_losses++] = ev;
         }
         fflush(metrics);
     }
     sl_progress_finish(&prog);
     if ((rc = sl_evaluate_segment(seg, &val, cfg->batch, cfg->seq, cfg->eval_batches, &out->eval_loss_final))) goto done;
     fprintf(metrics, "{\"tier\":\"central\",\"step\":%d,\"eval_loss\":%.6f}\n", cfg->steps, out->eval_loss_final);
+    if (out->eval_losses) out->eval_losses[out->n_eval_losses++] = out->eval_loss_final;
     out->wall_seconds = sl_now_s() - t_start;
     out->tokens_per_s = train_s > 0 ? (double)tokens_done / train_s : 0.0;
     snprintf(path, sizeof(path), "%s/lora.safetensors", cfg->out_dir);

@@ -28,6 +28,8 @@ typedef struct {
 typedef struct {
     float eval_loss_initial, eval_loss_final;
     float train_loss_final;
+    float *eval_losses;     /* after every eval_every steps, the last after the final step */
+    int n_eval_losses;
     double wall_seconds;
     double tokens_per_s;
 } sl_central_result;

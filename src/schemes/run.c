@@ -16,6 +16,7 @@
 #include "data/shard.h"
 #include "schemes/central.h"
 #include "schemes/evaluate.h"
+#include "schemes/latency.h"
 #include "schemes/tier_common.h"
 
 void sl_run_config_defaults(sl_run_config *c) {
@@ -294,8 +295,86 @@ static int run_threads(tier_job *jobs, int n_jobs) {
     return SL_OK;
 }
 
+/* Per round, from the cloud's metrics.jsonl and the round adapters: measured seconds, the
+ * users that trained, the modeled latency and the eval loss of the round's global adapter. */
+typedef struct {
+    int n;
+    double *measured_s, *modeled_s;
+    float *eval_loss;
+} round_series;
+
+static void round_series_free(round_series *rs) {
+    free(rs->measured_s);
+    free(rs->modeled_s);
+    free(rs->eval_loss);
+    memset(rs, 0, sizeof(*rs));
+}
+
+static int eval_adapter(const sl_run_config *c, const char *adapter_path, float *out);
+
+static int collect_rounds(const sl_run_config *c, round_series *rs) {
+    memset(rs, 0, sizeof(*rs));
+    rs->n = c->rounds;
+    rs->measured_s = calloc((size_t)c->rounds, sizeof(double));
+    rs->modeled_s = calloc((size_t)c->rounds, sizeof(double));
+    rs->eval_loss = calloc((size_t)c->rounds, sizeof(float));
+    int *active = calloc((size_t)c->users, sizeof(int));
+    double *dist = calloc((size_t)c->users, sizeof(double));
+    if (!rs->measured_s || !rs->modeled_s || !rs->eval_loss || !active || !dist) {
+        free(active);
+        free(dist);
+        return sl_fail(SL_ENOMEM, "run: out of memory");
+    }
+    sl_model m;
+    int rc = sl_model_load(&m, c->model_path);
+    if (rc) {
+        free(active);
+        free(dist);
+        return rc;
+    }
+    sl_wireless_config wc;
+    sl_wireless_defaults(&wc);
+    rc = sl_wireless_place_users(&wc, c->users, c->seed, dist);
+    char path[1200];
+    snprintf(path, sizeof(path), "%s/metrics.jsonl", c->out_dir);
+    FILE *fp = rc == 0 ? fopen(path, "r") : NULL;
+    if (rc == 0 && fp == NULL) rc = sl_fail(SL_EIO, "%s: cannot open: %s", path, strerror(errno));
+    char *line = NULL;
+    size_t cap = 0;
+    while (rc == 0 && getline(&line, &cap, fp) > 0) {
+        cJSON *j = cJSON_Parse(line);
+        const cJSON *round = cJSON_GetObjectItemCaseSensitive(j, "round");
+        const cJSON *secs = cJSON_GetObjectItemCaseSensitive(j, "seconds");
+        const cJSON *streams = cJSON_GetObjectItemCaseSensitive(j, "streams");
+        if (cJSON_IsNumber(round) && cJSON_IsNumber(secs) && cJSON_IsArray(streams)) {
+            int r = (int)round->valuedouble, n = 0;
+            const cJSON *s;
+            cJSON_ArrayForEach(s, streams) {
+                const cJSON *u = cJSON_GetObjectItemCaseSensitive(s, "user");
+                if (cJSON_IsNumber(u) && n < c->users) active[n++] = (int)u->valuedouble;
+            }
+            if (r >= 1 && r <= c->rounds) {
+                rs->measured_s[r - 1] = secs->valuedouble;
+                rc = sl_modeled_round_latency(c, &m.config, &wc, dist, r, active, n, &rs->modeled_s[r - 1]);
+            }
+        }
+        cJSON_Delete(j);
+    }
+    free(line);
+    if (fp) fclose(fp);
+    free(active);
+    free(dist);
+    sl_model_free(&m);
+    /* the eval loss after each round */
+    for (int r = 1; rc == 0 && r <= c->rounds; r++) {
+        snprintf(path, sizeof(path), "%s/rounds/r%03d/global.safetensors", c->out_dir, r);
+        rc = eval_adapter(c, path, &rs->eval_loss[r - 1]);
+    }
+    return rc;
+}
+
 static int write_run_summary(const sl_run_config *c, const tier_job *jobs, int n_jobs, float eval0, float eval1,
-                             double wall_s) {
+                             double wall_s, const round_series *rs) {
     size_t rss[4] = {0};
     uint64_t user_edge = 0, edge_cloud = 0;
     for (int k = 0; k < n_jobs; k++) {
@@ -361,6 +440,17 @@ static int write_run_summary(const sl_run_config *c, const tier_job *jobs, int n
         cJSON_AddNumberToObject(b, "user_cloud", (double)user_edge); /* users talk to the server directly */
     }
     cJSON_AddNumberToObject(s, "wall_seconds", wall_s);
+    char codec[64];
+    sl_codec_format(&c->compress, codec, sizeof(codec));
+    cJSON_AddStringToObject(s, "compress", codec);
+    cJSON *el = cJSON_AddArrayToObject(s, "eval_loss_per_round");
+    cJSON *ms = cJSON_AddArrayToObject(s, "round_seconds_measured");
+    cJSON *md = cJSON_AddArrayToObject(s, "round_seconds_modeled");
+    for (int r = 0; r < rs->n; r++) {
+        cJSON_AddItemToArray(el, cJSON_CreateNumber(rs->eval_loss[r]));
+        cJSON_AddItemToArray(ms, cJSON_CreateNumber(rs->measured_s[r]));
+        cJSON_AddItemToArray(md, cJSON_CreateNumber(rs->modeled_s[r]));
+    }
     char *text = cJSON_Print(s);
     cJSON_Delete(s);
     if (text == NULL) return sl_fail(SL_ENOMEM, "summary.json: out of memory");
@@ -414,9 +504,12 @@ int sl_run(const sl_run_config *c, const char *argv0) {
         cc.lora = c->lora;
         cc.optim = c->optim;
         cc.eval_batches = c->eval_batches;
+        cc.eval_every = c->local_steps; /* an evaluation per "round" of samples, as the others */
         cc.seed = c->seed;
         sl_central_result r;
-        return sl_central_run(&cc, &r);
+        int crc = sl_central_run(&cc, &r);
+        free(r.eval_losses);
+        return crc;
     }
     const char *scheme = c->scheme ? c->scheme : "splitllm";
     const int three_tier = strcmp(scheme, "splitllm") == 0;
@@ -460,7 +553,10 @@ int sl_run(const sl_run_config *c, const char *argv0) {
     if (rc == 0) {
         fprintf(stderr, "run: eval loss %.4f -> %.4f (perplexity %.2f -> %.2f) in %.1f s\n", eval0, eval1, exp(eval0),
                 exp(eval1), wall);
-        rc = write_run_summary(c, jobs, n_jobs, eval0, eval1, wall);
+        round_series rs;
+        rc = collect_rounds(c, &rs);
+        if (rc == 0) rc = write_run_summary(c, jobs, n_jobs, eval0, eval1, wall, &rs);
+        round_series_free(&rs);
     }
     free(jobs);
     return rc;
