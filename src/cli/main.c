@@ -1,4 +1,5 @@
 /* main.c: the splitllm program — dispatches to one subcommand. */
+#include <malloc.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -21,6 +22,7 @@ static const command commands[] = {
     {"cloud", cmd_cloud, "the cloud tier as a process of its own"},
     {"edge", cmd_edge, "an edge tier as a process of its own"},
     {"user", cmd_user, "a user tier as a process of its own"},
+    {"experiment", cmd_experiment, "a grid of runs (schemes x users x edges x cuts) into results.csv and plots"},
 };
 
 static void usage(FILE *fp) {
@@ -29,7 +31,14 @@ static void usage(FILE *fp) {
         fprintf(fp, "  %-12s %s\n", commands[i].name, commands[i].summary);
 }
 
+/* Buffers of this size and above (activations, messages, model chunks) come straight from
+ * mmap and go straight back on free. Setting the threshold turns off glibc's habit of
+ * raising it after frees, which otherwise leaves freed message buffers resident in every
+ * thread's arena: a process's memory stays what it plans, not what it once touched. */
+#define MMAP_THRESHOLD_BYTES (128 * 1024)
+
 int main(int argc, char **argv) {
+    mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES);
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

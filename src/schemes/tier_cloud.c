@@ -84,6 +84,8 @@ typedef struct {
     sl_progress c_progress;  /* steps of all streams, under c_mu */
     long c_steps_done;
     double c_train_start_s;
+    int c_in_flight;         /* FORWARDs being computed now, and the most at once */
+    int c_max_in_flight;
 } cloud_state;
 
 static const char *scheme_name(cloud_scheme s) {
@@ -328,11 +330,18 @@ static int on_forward(cloud_state *cs, const sl_msg *req, sl_msg *reply) {
     if (rc == 0) rc = sl_msg_get(req, "targets", SL_DTYPE_I32, 2, tok_shape, &targets);
     if (rc == 0) rc = sl_msg_get(req, "mask", SL_DTYPE_U8, 2, tok_shape, &mask);
     if (rc) return rc;
+    pthread_mutex_lock(&cs->c_mu);
+    if (++cs->c_in_flight > cs->c_max_in_flight) cs->c_max_in_flight = cs->c_in_flight;
+    pthread_mutex_unlock(&cs->c_mu);
     sl_segment_input in = {.B = B, .T = T, .input = act, .targets = targets->t_data, .mask = mask->t_data,
                            .want_grad = 1, .dropout_seed = sl_step_seed(c->seed, r, c->local_steps, step)};
     sl_lora_zero_grad(&st->lora);
-    if ((rc = sl_segment_forward(st->seg, &in))) return rc;
-    if ((rc = sl_segment_backward(st->seg, NULL, st->grad))) return rc;
+    rc = sl_segment_forward(st->seg, &in);
+    if (rc == 0) rc = sl_segment_backward(st->seg, NULL, st->grad);
+    pthread_mutex_lock(&cs->c_mu);
+    cs->c_in_flight--;
+    pthread_mutex_unlock(&cs->c_mu);
+    if (rc) return rc;
     /* clip the tier groups the server holds separately, as every scheme does */
     const size_t lp = st->lora.layer_params;
     const size_t ends[2] = {lp * (size_t)(c->cut2 > cs->c_seg_begin ? c->cut2 - cs->c_seg_begin : 0),
@@ -628,6 +637,9 @@ int sl_cloud_run(const sl_run_config *c, const char *url, sl_tier_report *rep) {
     fprintf(stderr, "cloud: %s on %s; %d %ss, %d streams; cloud blocks [%d,%d)\n", scheme_name(cs.c_scheme),
             sl_server_url(cs.c_server), cs.c_n_clients, sl_tier_name(cs.c_client_tier), cs.c_n_streams,
             cs.c_n_streams ? cs.c_seg_begin : L, L);
+    fprintf(cs.c_metrics, "{\"tier\":\"cloud\",\"scheme\":\"%s\",\"clients\":%d,\"streams\":%d,"
+            "\"cloud_blocks\":[%d,%d]}\n", scheme_name(cs.c_scheme), cs.c_n_clients, cs.c_n_streams,
+            cs.c_n_streams ? cs.c_seg_begin : L, L);
     cs.c_round_start_s = sl_now_s();
     cs.c_train_start_s = cs.c_round_start_s;
     sl_progress_start(&cs.c_progress, stderr, "step", (long)c->rounds * c->local_steps * cs.c_n_clients);
@@ -662,6 +674,7 @@ int sl_cloud_run(const sl_run_config *c, const char *url, sl_tier_report *rep) {
         sl_sleep_ms(SL_POLL_MIN_MS);
     }
     sl_sleep_ms(2 * SL_POLL_MAX_MS);
+    fprintf(cs.c_metrics, "{\"tier\":\"cloud\",\"max_concurrent_streams\":%d}\n", cs.c_max_in_flight);
     sl_server_stats ss;
     sl_server_stats_get(cs.c_server, &ss);
     rep->bytes_down_received = ss.ss_bytes_received;
