@@ -46,6 +46,7 @@ void sl_run_flags_init(sl_run_flags *f) {
         {"--assign", SL_OPT_STR, &c->assign, "edge of each user, e.g. 0,0,1,1 (default: user mod M)"},
         {"--timeout-ms", SL_OPT_INT, &c->timeout_ms, "how long to wait for a peer (default 60000)"},
         {"--compress", SL_OPT_STR, &f->compress, "activations/gradients on the links: none, fp16, bf16, int8, topk:F"},
+        {"--shape-links", SL_OPT_FLAG, &c->shape_links, "pace each link to the wireless model's rate and delay"},
     };
     for (size_t i = 0; i < sizeof(table) / sizeof(table[0]); i++) sl_run_flags_add(f, table[i]);
 }

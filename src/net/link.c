@@ -5,6 +5,7 @@
  * under one mutex, with a condition variable for a resent request whose first copy is
  * still being handled. */
 #include "net/link.h"
+#include "net/wireless.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -104,6 +105,7 @@ struct sl_link {
     nng_msg *l_reply_nng;
     void *l_reply_copy;
     sl_link_stats l_stats;
+    sl_wireless_shaper l_up, l_down; /* --shape-links; rate 0: off */
 };
 
 void sl_link_config_default(sl_link_config *cfg) {
@@ -208,6 +210,7 @@ int sl_link_call(sl_link *l, sl_msg *request, const sl_msg **reply) {
         if (t == 0) l->l_stats.ls_calls++;
         size_t bytes = nng_msg_len(m);
         l->l_stats.ls_tries++;
+        if (l->l_up.sh_rate_bps > 0) sl_wireless_shaper_wait(&l->l_up, sl_now_s(), bytes); /* its transmission */
         int rv = nng_sendmsg(l->l_sock, m, 0);
         if (rv != 0) {
             nng_msg_free(m); /* still ours when the send failed */
@@ -236,6 +239,7 @@ int sl_link_call(sl_link *l, sl_msg *request, const sl_msg **reply) {
                                     "message size" : "is it running?");
     /* decode into the link's reply slot */
     size_t rep_bytes = nng_msg_len(rep);
+    if (l->l_down.sh_rate_bps > 0) sl_wireless_shaper_wait(&l->l_down, sl_now_s(), rep_bytes);
     l->l_stats.ls_bytes_received += rep_bytes;
     const uint8_t *data;
     int rc = align_body(rep, &data, &l->l_reply_copy);
@@ -738,4 +742,11 @@ void sl_server_close(sl_server *s) {
     pthread_cond_destroy(&s->s_cv);
     pthread_mutex_destroy(&s->s_mu);
     sl_free(s);
+}
+
+void sl_link_set_shaping(sl_link *link, double up_bps, double up_delay_s, double down_bps, double down_delay_s) {
+    memset(&link->l_up, 0, sizeof(link->l_up));
+    memset(&link->l_down, 0, sizeof(link->l_down));
+    if (up_bps > 0) sl_wireless_shaper_init(&link->l_up, up_bps, up_delay_s);
+    if (down_bps > 0) sl_wireless_shaper_init(&link->l_down, down_bps, down_delay_s);
 }

@@ -77,6 +77,11 @@ int sl_link_call(sl_link *link, sl_msg *request, const sl_msg **reply);
 /* Frees the last reply early (it is freed anyway by the next call). */
 void sl_link_release_reply(sl_link *link);
 const char *sl_link_peer(const sl_link *link); /* "edge 1 at tcp://127.0.0.1:5555" */
+/* --shape-links: from now on each request waits, before it is sent, for the time its bytes
+ * take on a link of up_bps with up_delay_s of latency, and each reply, once received, for
+ * the same on the way down — so measured times reflect a modeled link (docs/WIRELESS.md).
+ * A rate of 0 turns shaping off in that direction. */
+void sl_link_set_shaping(sl_link *link, double up_bps, double up_delay_s, double down_bps, double down_delay_s);
 void sl_link_stats_get(const sl_link *link, sl_link_stats *out);
 void sl_link_close(sl_link *link); /* NULL is fine */
 

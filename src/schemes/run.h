@@ -41,6 +41,7 @@ typedef struct {
     const char *transport;     /* run: inproc (threads), ipc or tcp */
     int base_port;             /* run with tcp: cloud on base_port, edge e on base_port+1+e */
     sl_codec compress;         /* activations up and gradients down: none, fp16, bf16, int8, topk:F */
+    int shape_links;           /* pace every link to its modeled rate and delay (docs/WIRELESS.md) */
 } sl_run_config;
 
 /* Defaults for every field (the README lists them). */

@@ -27,6 +27,7 @@
 #include "kernels/gemm.h"
 #include "model/part.h"
 #include "model/segment.h"
+#include "net/wireless.h"
 #include "schemes/fedavg.h"
 #include "schemes/run.h"
 #include "schemes/tier_common.h"
@@ -84,6 +85,8 @@ typedef struct {
     sl_progress c_progress;  /* steps of all streams, under c_mu */
     long c_steps_done;
     double c_train_start_s;
+    float *c_shape;          /* [N][4] with --shape-links: each user's link (up bps, up delay s,
+                                down bps, down delay s); then the backhaul's, at [N] */
     int c_in_flight;         /* FORWARDs being computed now, and the most at once */
     int c_max_in_flight;
 } cloud_state;
@@ -227,6 +230,10 @@ static int on_hello(cloud_state *cs, const sl_msg *req, sl_msg *reply) {
     sl_msg_init(reply, SL_MSG_HELLO_OK, 0, 0, (uint32_t)k);
     uint32_t shape[1] = {(uint32_t)strlen(cs->c_json)};
     rc = sl_msg_add(reply, "config", SL_DTYPE_U8, 1, shape, cs->c_json);
+    uint32_t four[1] = {4};
+    if (rc == 0 && cs->c_shape != NULL) /* the client's own link: an edge's backhaul, or a user's */
+        rc = sl_msg_add(reply, "shape", SL_DTYPE_F32, 1, four,
+                        cs->c_shape + 4 * (cs->c_scheme == CLOUD_SPLITLLM ? cs->c_cfg->users : k));
     if (rc || cs->c_scheme != CLOUD_SPLITLLM) return rc;
     /* the users attached to this edge, so it knows whom to tell that training is over */
     int32_t *users = sl_msg_alloc(reply, sizeof(int32_t) * (size_t)cs->c_cfg->users);
@@ -234,7 +241,15 @@ static int on_hello(cloud_state *cs, const sl_msg *req, sl_msg *reply) {
     uint32_t n = 0;
     for (int u = 0; u < cs->c_cfg->users; u++)
         if (cs->c_edge_of_user[u] == k) users[n++] = u;
-    return sl_msg_add(reply, "users", SL_DTYPE_I32, 1, &n, users);
+    rc = sl_msg_add(reply, "users", SL_DTYPE_I32, 1, &n, users);
+    if (rc == 0 && cs->c_shape != NULL) { /* the links of its users, in the same order */
+        float *us = sl_msg_alloc(reply, sizeof(float) * 4 * (n ? n : 1));
+        if (us == NULL) return SL_ENOMEM;
+        for (uint32_t i = 0; i < n; i++) memcpy(us + 4 * i, cs->c_shape + 4 * users[i], 4 * sizeof(float));
+        uint32_t s2[2] = {n, 4};
+        rc = sl_msg_add(reply, "user_shape", SL_DTYPE_F32, 2, s2, us);
+    }
+    return rc;
 }
 
 static int on_part_chunk(cloud_state *cs, const sl_msg *req, sl_msg *reply) {
@@ -493,12 +508,61 @@ static void cloud_free(cloud_state *cs) {
     if (cs->c_metrics) fclose(cs->c_metrics);
     sl_free(cs->c_edge_of_user);
     sl_free(cs->c_told_done);
+    sl_free(cs->c_shape);
     sl_lora_free(&cs->c_global);
     sl_unmap_file(&cs->c_user_file);
     sl_unmap_file(&cs->c_edge_file);
     sl_model_free(&cs->c_model);
     sl_free(cs->c_json);
     pthread_mutex_destroy(&cs->c_mu);
+}
+
+/* --shape-links: each user's radio link from the wireless model (its seeded distance and
+ * round 1's fading; the edge's band shared as the scheme shares it: alone in splitllm and
+ * sl, with the edge's other users in sfl and fl), and the backhaul. In the two-tier
+ * schemes a user's messages cross the radio link and the backhaul in series. */
+static int make_shaping(cloud_state *cs) {
+    const sl_run_config *c = cs->c_cfg;
+    const int N = c->users;
+    sl_wireless_config wc;
+    sl_wireless_defaults(&wc);
+    double *dist = calloc((size_t)N, sizeof(double)), *up = calloc((size_t)N, sizeof(double));
+    double *down = calloc((size_t)N, sizeof(double));
+    unsigned char *on = calloc((size_t)N, 1);
+    cs->c_shape = sl_alloc(sizeof(float) * 4 * (size_t)(N + 1));
+    int rc = (!dist || !up || !down || !on || !cs->c_shape) ? sl_fail(SL_ENOMEM, "cloud: out of memory") : SL_OK;
+    if (rc == 0) rc = sl_wireless_place_users(&wc, N, c->seed, dist);
+    const int shared = cs->c_scheme == CLOUD_SFL || cs->c_scheme == CLOUD_FL;
+    for (int u = 0; u < N && rc == 0; u++) {
+        double u_up, u_down;
+        if (shared) {
+            memset(on, 1, (size_t)N);
+        } else {
+            memset(on, 0, (size_t)N);
+            on[u] = 1;
+        }
+        rc = sl_wireless_round_rates(&wc, N, dist, on, cs->c_edge_of_user, c->edges, 1, c->seed, up, down);
+        u_up = up[u];
+        u_down = down[u];
+        float *s = cs->c_shape + 4 * u;
+        if (cs->c_scheme == CLOUD_SPLITLLM) {
+            s[0] = (float)u_up, s[1] = 0.0f, s[2] = (float)u_down, s[3] = 0.0f;
+        } else { /* radio then backhaul, in series */
+            s[0] = (float)(1.0 / (1.0 / u_up + 1.0 / wc.wc_backhaul_bps));
+            s[2] = (float)(1.0 / (1.0 / u_down + 1.0 / wc.wc_backhaul_bps));
+            s[1] = s[3] = (float)wc.wc_backhaul_delay_s;
+        }
+    }
+    if (rc == 0) {
+        float *b = cs->c_shape + 4 * N;
+        b[0] = b[2] = (float)wc.wc_backhaul_bps;
+        b[1] = b[3] = (float)wc.wc_backhaul_delay_s;
+    }
+    free(dist);
+    free(up);
+    free(down);
+    free(on);
+    return rc;
 }
 
 static int parse_scheme(const char *name, cloud_scheme *out) {
@@ -597,6 +661,7 @@ int sl_cloud_run(const sl_run_config *c, const char *url, sl_tier_report *rep) {
     cs.c_tier.optim = oc;
     cs.c_tier.compress = c->compress;
     if ((rc = sl_tier_config_to_json(&cs.c_tier, &cs.c_json))) goto done;
+    if (c->shape_links && (rc = make_shaping(&cs))) goto done;
     {
         sl_memory_breakdown *m = &rep->memory;
         m->adapters = (cs.c_global.n_params + (size_t)cs.c_n_clients * (cs.c_n_user + cs.c_n_edge)) * sizeof(float);

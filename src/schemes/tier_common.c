@@ -257,3 +257,15 @@ int sl_get_activation(const sl_msg *msg, const char *name, int B, int T, int C, 
     if (rc == 0) *out = scratch;
     return rc;
 }
+
+int sl_apply_shaping(sl_link *link, const sl_msg *hello_ok) {
+    if (sl_msg_find(hello_ok, "shape") == NULL) return SL_OK;
+    const int64_t four[1] = {4};
+    const sl_tensor *t;
+    int rc = sl_msg_get(hello_ok, "shape", SL_DTYPE_F32, 1, four, &t);
+    if (rc) return rc;
+    float v[4];
+    memcpy(v, t->t_data, sizeof(v));
+    sl_link_set_shaping(link, v[0], v[1], v[2], v[3]);
+    return SL_OK;
+}

@@ -73,6 +73,10 @@ int sl_add_activation(sl_msg *msg, const char *name, const sl_codec *codec, int 
  * differs. */
 int sl_get_activation(const sl_msg *msg, const char *name, int B, int T, int C, float *scratch, const float **out);
 
+/* Applies a "shape" F32 (4) tensor of a HELLO_OK (up bps, up delay s, down bps, down delay
+ * s) to link, when the reply has one (--shape-links). */
+int sl_apply_shaping(sl_link *link, const sl_msg *hello_ok);
+
 /* Sleeps ms milliseconds. */
 void sl_sleep_ms(int ms);
 

@@ -27,6 +27,7 @@ typedef struct {
     char *e_json;            /* the configuration, passed on to users verbatim */
     size_t e_json_bytes;
     int32_t *e_users;        /* the users attached here */
+    float *e_user_shape;     /* [e_n_users][4] with --shape-links: each user's link */
     int e_n_users;
     int *e_told_done;        /* [e_n_users] */
     sl_model e_model;        /* the edge part */
@@ -71,8 +72,11 @@ static int on_hello(edge_state *es, const sl_msg *req, sl_msg *reply) {
         return sl_fail(SL_EINVAL, "edge %d: HELLO from %s %u, which is not attached to this edge", es->e_id,
                        sl_tier_name(req->m_header.h_sender_tier), u);
     sl_msg_init(reply, SL_MSG_HELLO_OK, 0, 0, (uint32_t)es->e_id);
-    uint32_t shape[1] = {(uint32_t)es->e_json_bytes};
-    return sl_msg_add(reply, "config", SL_DTYPE_U8, 1, shape, es->e_json);
+    uint32_t shape[1] = {(uint32_t)es->e_json_bytes}, four[1] = {4};
+    int rc = sl_msg_add(reply, "config", SL_DTYPE_U8, 1, shape, es->e_json);
+    if (rc == 0 && es->e_user_shape != NULL)
+        rc = sl_msg_add(reply, "shape", SL_DTYPE_F32, 1, four, es->e_user_shape + 4 * find_user(es, u));
+    return rc;
 }
 
 static int on_round_poll(edge_state *es, const sl_msg *req, sl_msg *reply) {
@@ -229,6 +233,16 @@ static int join_cloud(edge_state *es, const char *cache_dir) {
     if (rc == 0) rc = sl_msg_get(ok, "config", SL_DTYPE_U8, 1, NULL, &cfg);
     if (rc == 0) rc = sl_msg_get(ok, "users", SL_DTYPE_I32, 1, NULL, &users);
     if (rc == 0) rc = sl_tier_config_from_json(cfg->t_data, cfg->t_bytes, sl_link_peer(es->e_link), &es->e_cfg);
+    if (rc == 0) rc = sl_apply_shaping(es->e_link, ok);
+    const sl_tensor *ushape = rc == 0 ? sl_msg_find(ok, "user_shape") : NULL;
+    if (ushape != NULL && (ushape->t_dtype != SL_DTYPE_F32 || ushape->t_ndim != 2 || ushape->t_shape[1] != 4 ||
+                           ushape->t_shape[0] != users->t_shape[0]))
+        rc = sl_fail(SL_EFORMAT, "%s: HELLO_OK tensor 'user_shape' is not F32 (users, 4)", sl_link_peer(es->e_link));
+    if (rc == 0 && ushape != NULL) {
+        es->e_user_shape = sl_alloc(ushape->t_bytes);
+        if (es->e_user_shape == NULL) rc = SL_ENOMEM;
+        else memcpy(es->e_user_shape, ushape->t_data, ushape->t_bytes);
+    }
     if (rc == 0) {
         es->e_json_bytes = cfg->t_bytes;
         es->e_json = sl_alloc(cfg->t_bytes + 1);
@@ -463,6 +477,7 @@ int sl_edge_run(int edge_id, const char *cloud_url, const char *url, const char 
     sl_free(es.e_json);
     sl_free(es.e_users);
     sl_free(es.e_told_done);
+    sl_free(es.e_user_shape);
     sl_unmap_file(&es.e_user_file);
     sl_model_free(&es.e_model);
     pthread_cond_destroy(&es.e_cv);

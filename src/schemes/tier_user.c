@@ -39,6 +39,7 @@ static int join_edge(user_state *us, const char *cache_dir) {
     int rc = sl_link_call(us->u_link, &hello, &ok);
     if (rc == 0) rc = sl_msg_get(ok, "config", SL_DTYPE_U8, 1, NULL, &cfg);
     if (rc == 0) rc = sl_tier_config_from_json(cfg->t_data, cfg->t_bytes, sl_link_peer(us->u_link), &us->u_cfg);
+    if (rc == 0) rc = sl_apply_shaping(us->u_link, ok);
     sl_msg_release(&hello);
     if (rc) return rc;
     char path[1100];
