@@ -12,5 +12,6 @@ int cmd_run(int argc, char **argv);
 int cmd_cloud(int argc, char **argv);
 int cmd_edge(int argc, char **argv);
 int cmd_user(int argc, char **argv);
+int cmd_experiment(int argc, char **argv);
 
 #endif
