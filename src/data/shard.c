@@ -7,27 +7,9 @@
 #include <string.h>
 
 #include "util/common.h"
+#include "util/le.h"
 
 #define SHARD_GROW_MIN 64 /* first capacity of the builder's arrays */
-
-/* ---------------------------------------------------------------- little-endian fields */
-
-static void put_u32(uint8_t *p, uint32_t v) {
-    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-static void put_u64(uint8_t *p, uint64_t v) {
-    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint32_t get_u32(const uint8_t *p) {
-    uint32_t v = 0;
-    for (int i = 0; i < 4; i++) v |= (uint32_t)p[i] << (8 * i);
-    return v;
-}
-static uint64_t get_u64(const uint8_t *p) {
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++) v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
 
 /* ---------------------------------------------------------------- building */
 
@@ -124,15 +106,15 @@ int sl_shard_write(const sl_shard *s, const char *path) {
     uint8_t *p = buf;
     memcpy(p, SL_SHARD_MAGIC, SL_SHARD_MAGIC_BYTES);
     p += SL_SHARD_MAGIC_BYTES;
-    put_u32(p, SL_SHARD_VERSION), p += 4;
-    put_u32(p, SL_SHARD_HEADER_BYTES), p += 4;
+    sl_put_u32(p, SL_SHARD_VERSION), p += 4;
+    sl_put_u32(p, SL_SHARD_HEADER_BYTES), p += 4;
     memcpy(p, s->sh_tokenizer_sha256, SL_SHA256_BYTES), p += SL_SHA256_BYTES;
-    put_u32(p, s->sh_vocab_size), p += 4;
-    put_u32(p, s->sh_max_sample_tokens), p += 4;
-    put_u64(p, s->sh_n_samples), p += 8;
-    put_u64(p, s->sh_n_tokens), p += 8;
-    for (uint64_t i = 0; i <= s->sh_n_samples; i++) put_u64(p, s->sh_n_samples ? s->sh_offsets[i] : 0), p += 8;
-    for (uint64_t i = 0; i < s->sh_n_tokens; i++) put_u32(p, (uint32_t)s->sh_tokens[i]), p += 4;
+    sl_put_u32(p, s->sh_vocab_size), p += 4;
+    sl_put_u32(p, s->sh_max_sample_tokens), p += 4;
+    sl_put_u64(p, s->sh_n_samples), p += 8;
+    sl_put_u64(p, s->sh_n_tokens), p += 8;
+    for (uint64_t i = 0; i <= s->sh_n_samples; i++) sl_put_u64(p, s->sh_n_samples ? s->sh_offsets[i] : 0), p += 8;
+    for (uint64_t i = 0; i < s->sh_n_tokens; i++) sl_put_u32(p, (uint32_t)s->sh_tokens[i]), p += 4;
     if (s->sh_n_tokens) memcpy(p, s->sh_mask, s->sh_n_tokens);
     p += s->sh_n_tokens;
     sl_sha256(buf, (size_t)(p - buf), p);
@@ -158,7 +140,7 @@ int sl_shard_read(sl_shard *s, const char *path) {
                      path);
         goto fail;
     }
-    uint32_t version = get_u32(b + 8), header_bytes = get_u32(b + 12);
+    uint32_t version = sl_get_u32(b + 8), header_bytes = sl_get_u32(b + 12);
     if (version != SL_SHARD_VERSION) {
         rc = sl_fail(SL_EFORMAT, "%s: offset 8: expected shard version %u, found %u", path, SL_SHARD_VERSION, version);
         goto fail;
@@ -169,9 +151,9 @@ int sl_shard_read(sl_shard *s, const char *path) {
         goto fail;
     }
     memcpy(s->sh_tokenizer_sha256, b + 16, SL_SHA256_BYTES);
-    s->sh_vocab_size = get_u32(b + 48);
-    s->sh_max_sample_tokens = get_u32(b + 52);
-    uint64_t n_samples = get_u64(b + 56), n_tokens = get_u64(b + 64);
+    s->sh_vocab_size = sl_get_u32(b + 48);
+    s->sh_max_sample_tokens = sl_get_u32(b + 52);
+    uint64_t n_samples = sl_get_u64(b + 56), n_tokens = sl_get_u64(b + 64);
     size_t expect = shard_file_bytes(n_samples, n_tokens);
     if (expect != n) {
         rc = sl_fail(SL_EFORMAT,
@@ -199,7 +181,7 @@ int sl_shard_read(sl_shard *s, const char *path) {
     }
     size_t off = SL_SHARD_HEADER_BYTES;
     for (uint64_t i = 0; i <= n_samples; i++, off += 8) {
-        uint64_t v = get_u64(b + off);
+        uint64_t v = sl_get_u64(b + off);
         uint64_t lo = i == 0 ? 0 : s->sh_offsets[i - 1] + 1;
         if ((i == 0 && v != 0) || (i > 0 && (v < lo || v > n_tokens)) || (i == n_samples && v != n_tokens)) {
             rc = sl_fail(SL_EFORMAT,
@@ -211,7 +193,7 @@ int sl_shard_read(sl_shard *s, const char *path) {
         s->sh_offsets[i] = v;
     }
     for (uint64_t i = 0; i < n_tokens; i++, off += 4) {
-        uint32_t v = get_u32(b + off);
+        uint32_t v = sl_get_u32(b + off);
         if (v >= s->sh_vocab_size) {
             rc = sl_fail(SL_EFORMAT, "%s: offset %zu: token %" PRIu64 " is %u, expected 0..%u (vocab size %u)", path,
                          off, i, v, s->sh_vocab_size - 1, s->sh_vocab_size);

@@ -216,24 +216,42 @@ static void norm_backward(const sl_segment *s, float *dx, const float *dout, con
     else rmsnorm_backward(dx, dout, x, rstd, w, N, s->C);
 }
 
+/* The saved tensors of the segment's i-th block (the table at the top of this file); the
+ * norm means and hu are NULL for the families without them, atty is the scratch when the o
+ * projection has no adapter. */
+typedef struct {
+    float *x, *mean1, *rstd1, *qkv, *att, *atty, *x2, *mean2, *rstd2, *hg, *hu, *y;
+} block_saved;
+
+static block_saved saved_of(const sl_segment *s, int i) {
+    const size_t NC = s->max_N * (size_t)s->C, NH_ = s->max_N * (size_t)s->H, n = s->max_N;
+    const int llama = s->m->config.arch == SL_ARCH_LLAMA;
+    block_saved b = {
+        .x = s->res + i * NC,
+        .mean1 = llama ? NULL : s->mean1 + i * n,
+        .rstd1 = s->rstd1 + i * n,
+        .qkv = s->qkv + i * n * (size_t)s->ld,
+        .att = s->att + i * s->att_stride,
+        .atty = s->atty ? s->atty + i * NC : s->s_atty,
+        .x2 = s->x2 + i * NC,
+        .mean2 = llama ? NULL : s->mean2 + i * n,
+        .rstd2 = s->rstd2 + i * n,
+        .hg = s->hg + i * NH_,
+        .hu = llama ? s->hu + i * NH_ : NULL,
+        .y = s->res + (i + 1) * NC,
+    };
+    return b;
+}
+
 static void block_forward(sl_segment *s, int layer) {
     const sl_model *m = s->m;
     const sl_layer_weights *w = &m->layers[layer];
-    const int i = layer - s->sc.layer_begin;
     const int B = s->B, T = s->T, N = B * T, C = s->C, H = s->H, KV = s->KV, ld = s->ld;
-    const size_t NC = (size_t)s->max_N * C, NH_ = (size_t)s->max_N * H;
     const int llama = m->config.arch == SL_ARCH_LLAMA;
-    const float *x = s->res + i * NC;
-    float *mean1 = llama ? NULL : s->mean1 + (size_t)i * s->max_N;
-    float *mean2 = llama ? NULL : s->mean2 + (size_t)i * s->max_N;
-    float *rstd1 = s->rstd1 + (size_t)i * s->max_N, *rstd2 = s->rstd2 + (size_t)i * s->max_N;
-    float *qkv = s->qkv + (size_t)i * s->max_N * ld;
-    float *att = s->att + (size_t)i * s->att_stride;
-    float *atty = s->atty ? s->atty + i * NC : s->s_atty;
-    float *x2 = s->x2 + i * NC;
-    float *hg = s->hg + i * NH_;
-    float *hu = llama ? s->hu + i * NH_ : NULL;
-    float *y = s->res + (i + 1) * NC;
+    const block_saved b = saved_of(s, layer - s->sc.layer_begin);
+    const float *x = b.x;
+    float *mean1 = b.mean1, *mean2 = b.mean2, *rstd1 = b.rstd1, *rstd2 = b.rstd2;
+    float *qkv = b.qkv, *att = b.att, *atty = b.atty, *x2 = b.x2, *hg = b.hg, *hu = b.hu, *y = b.y;
 
     /* attention */
     norm_forward(s, s->s_ln, mean1, rstd1, x, w->norm1_w, w->norm1_b, N);
@@ -340,19 +358,11 @@ sl_segment_memory sl_segment_memory_use(const sl_segment *s) {
 static void block_backward(sl_segment *s, int layer, int need_dinput) {
     const sl_model *m = s->m;
     const sl_layer_weights *w = &m->layers[layer];
-    const int i = layer - s->sc.layer_begin;
     const int B = s->B, T = s->T, N = B * T, C = s->C, H = s->H, KV = s->KV, ld = s->ld;
-    const size_t NC = (size_t)s->max_N * C, NH_ = (size_t)s->max_N * H;
     const int llama = m->config.arch == SL_ARCH_LLAMA;
-    const float *x = s->res + i * NC;
-    const float *mean1 = llama ? NULL : s->mean1 + (size_t)i * s->max_N;
-    const float *mean2 = llama ? NULL : s->mean2 + (size_t)i * s->max_N;
-    const float *rstd1 = s->rstd1 + (size_t)i * s->max_N, *rstd2 = s->rstd2 + (size_t)i * s->max_N;
-    const float *qkv = s->qkv + (size_t)i * s->max_N * ld;
-    const float *att = s->att + (size_t)i * s->att_stride;
-    const float *x2 = s->x2 + i * NC;
-    const float *hg = s->hg + i * NH_;
-    const float *hu = llama ? s->hu + i * NH_ : NULL;
+    const block_saved b = saved_of(s, layer - s->sc.layer_begin);
+    const float *x = b.x, *mean1 = b.mean1, *mean2 = b.mean2, *rstd1 = b.rstd1, *rstd2 = b.rstd2;
+    const float *qkv = b.qkv, *att = b.att, *x2 = b.x2, *hg = b.hg, *hu = b.hu;
     float *dy = s->d_cur;
     const size_t nC = (size_t)N * C, nH = (size_t)N * H;
 
@@ -388,7 +398,7 @@ static void block_backward(sl_segment *s, int layer, int need_dinput) {
     /* attention: x2 = x + o(attn(qkv(norm1(x)))) */
     memset(s->d_atty, 0, nC * sizeof(float));
     linear_backward_input(s->d_atty, C, dy, C, w->wo, N, C, C);
-    if (has_target(s, SL_LORA_O)) lora_bwd(s, layer, SL_LORA_O, s->d_atty, dy, C, s->atty + i * NC, N);
+    if (has_target(s, SL_LORA_O)) lora_bwd(s, layer, SL_LORA_O, s->d_atty, dy, C, b.atty, N);
     memset(s->d_qkv, 0, (size_t)N * ld * sizeof(float));
     attention_backward(s->d_qkv, s->d_atty, qkv, att, B, T, C, s->NH, s->NKV);
     if (llama) rope_apply(s->d_qkv, m->rope_cos, m->rope_sin, B, T, C, s->NH, s->NKV, 1);

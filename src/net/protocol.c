@@ -10,6 +10,7 @@
 #include "net/codec.h"
 #include "util/common.h"
 #include "util/crc32.h"
+#include "util/le.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "protocol.c sends tensor data as host memory: little-endian hosts only"
@@ -38,30 +39,6 @@ enum {
 #define SHAPE_ENTRY_BYTES 4
 
 _Static_assert(OFF_RESERVED_B + RESERVED_B_BYTES == SL_MSG_HEADER_BYTES, "header layout");
-
-/* ---------------------------------------------------------------- little-endian fields */
-
-static void put_u16(uint8_t *p, uint16_t v) {
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-static void put_u32(uint8_t *p, uint32_t v) {
-    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-static void put_u64(uint8_t *p, uint64_t v) {
-    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint16_t get_u16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
-static uint32_t get_u32(const uint8_t *p) {
-    uint32_t v = 0;
-    for (int i = 0; i < 4; i++) v |= (uint32_t)p[i] << (8 * i);
-    return v;
-}
-static uint64_t get_u64(const uint8_t *p) {
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++) v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
 
 static size_t align_up(size_t off) { return (off + SL_MSG_DATA_ALIGN - 1) & ~(size_t)(SL_MSG_DATA_ALIGN - 1); }
 
@@ -321,18 +298,18 @@ int sl_msg_encode_into(sl_msg *msg, void *buf, size_t bytes) {
     const sl_msg_header *h = &msg->m_header;
     memset(b, 0, SL_MSG_HEADER_BYTES); /* reserved bytes and the checksum while it is computed */
     memcpy(b + OFF_MAGIC, SL_MSG_MAGIC, SL_MSG_MAGIC_BYTES);
-    put_u16(b + OFF_VERSION, SL_MSG_VERSION);
-    put_u16(b + OFF_TYPE, h->h_type);
-    put_u32(b + OFF_ROUND, h->h_round);
-    put_u32(b + OFF_STEP, h->h_step);
-    put_u32(b + OFF_STREAM, h->h_stream);
-    put_u32(b + OFF_SENDER, h->h_sender);
+    sl_put_u16(b + OFF_VERSION, SL_MSG_VERSION);
+    sl_put_u16(b + OFF_TYPE, h->h_type);
+    sl_put_u32(b + OFF_ROUND, h->h_round);
+    sl_put_u32(b + OFF_STEP, h->h_step);
+    sl_put_u32(b + OFF_STREAM, h->h_stream);
+    sl_put_u32(b + OFF_SENDER, h->h_sender);
     b[OFF_SENDER_TIER] = h->h_sender_tier;
-    put_u32(b + OFF_FLAGS, h->h_flags);
-    put_u64(b + OFF_SEQ, h->h_seq);
-    put_u64(b + OFF_PAYLOAD_BYTES, (uint64_t)(bytes - SL_MSG_HEADER_BYTES));
+    sl_put_u32(b + OFF_FLAGS, h->h_flags);
+    sl_put_u64(b + OFF_SEQ, h->h_seq);
+    sl_put_u64(b + OFF_PAYLOAD_BYTES, (uint64_t)(bytes - SL_MSG_HEADER_BYTES));
     size_t off = SL_MSG_HEADER_BYTES;
-    put_u32(b + off, msg->m_n_tensors);
+    sl_put_u32(b + off, msg->m_n_tensors);
     off += N_TENSORS_BYTES;
     for (uint32_t i = 0; i < msg->m_n_tensors; i++) {
         const sl_tensor *t = &msg->m_tensors[i];
@@ -342,7 +319,7 @@ int sl_msg_encode_into(sl_msg *msg, void *buf, size_t bytes) {
         off += len;
         b[off++] = t->t_dtype;
         b[off++] = t->t_ndim;
-        for (int d = 0; d < t->t_ndim; d++, off += SHAPE_ENTRY_BYTES) put_u32(b + off, t->t_shape[d]);
+        for (int d = 0; d < t->t_ndim; d++, off += SHAPE_ENTRY_BYTES) sl_put_u32(b + off, t->t_shape[d]);
         size_t data_off = align_up(off);
         memset(b + off, 0, data_off - off);
         if (t->t_bytes > 0) memcpy(b + data_off, t->t_data, t->t_bytes);
@@ -350,7 +327,7 @@ int sl_msg_encode_into(sl_msg *msg, void *buf, size_t bytes) {
     }
     msg->m_header.h_payload_bytes = bytes - SL_MSG_HEADER_BYTES;
     msg->m_header.h_checksum = sl_crc32c(0, b, bytes);
-    put_u32(b + OFF_CHECKSUM, msg->m_header.h_checksum);
+    sl_put_u32(b + OFF_CHECKSUM, msg->m_header.h_checksum);
     return SL_OK;
 }
 
@@ -375,17 +352,17 @@ int sl_msg_encode(sl_msg *msg, uint8_t **out, size_t *out_bytes) {
 
 static void read_header(const uint8_t *b, sl_msg_header *h) {
     memset(h, 0, sizeof(*h));
-    h->h_version = get_u16(b + OFF_VERSION);
-    h->h_type = get_u16(b + OFF_TYPE);
-    h->h_round = get_u32(b + OFF_ROUND);
-    h->h_step = get_u32(b + OFF_STEP);
-    h->h_stream = get_u32(b + OFF_STREAM);
-    h->h_sender = get_u32(b + OFF_SENDER);
+    h->h_version = sl_get_u16(b + OFF_VERSION);
+    h->h_type = sl_get_u16(b + OFF_TYPE);
+    h->h_round = sl_get_u32(b + OFF_ROUND);
+    h->h_step = sl_get_u32(b + OFF_STEP);
+    h->h_stream = sl_get_u32(b + OFF_STREAM);
+    h->h_sender = sl_get_u32(b + OFF_SENDER);
     h->h_sender_tier = b[OFF_SENDER_TIER];
-    h->h_flags = get_u32(b + OFF_FLAGS);
-    h->h_seq = get_u64(b + OFF_SEQ);
-    h->h_payload_bytes = get_u64(b + OFF_PAYLOAD_BYTES);
-    h->h_checksum = get_u32(b + OFF_CHECKSUM);
+    h->h_flags = sl_get_u32(b + OFF_FLAGS);
+    h->h_seq = sl_get_u64(b + OFF_SEQ);
+    h->h_payload_bytes = sl_get_u64(b + OFF_PAYLOAD_BYTES);
+    h->h_checksum = sl_get_u32(b + OFF_CHECKSUM);
 }
 
 static int check_magic(const uint8_t *b, const char *from) {
@@ -490,7 +467,7 @@ static int decode_tensor(sl_msg *msg, uint32_t i, const uint8_t *b, size_t bytes
                        i, t->t_name, o + 1, SL_TENSOR_MAX_DIMS, t->t_ndim);
     o += 2;
     if ((rc = need_bytes(o, SHAPE_ENTRY_BYTES * (size_t)t->t_ndim, bytes, from, "shape", i)) != 0) return rc;
-    for (int d = 0; d < t->t_ndim; d++, o += SHAPE_ENTRY_BYTES) t->t_shape[d] = get_u32(b + o);
+    for (int d = 0; d < t->t_ndim; d++, o += SHAPE_ENTRY_BYTES) t->t_shape[d] = sl_get_u32(b + o);
     uint64_t elements;
     if (tensor_bytes(t->t_dtype, t->t_ndim, t->t_shape, &elements, &t->t_bytes) != 0) {
         char shape[64], why[256];
@@ -530,7 +507,7 @@ int sl_msg_decode(sl_msg *msg, const void *buf, size_t bytes, size_t max_bytes, 
         if (bytes - off < N_TENSORS_BYTES)
             rc = sl_fail(SL_EFORMAT, "%s: n_tensors at offset %zu: needs %d bytes, only %zu left", from, off,
                          N_TENSORS_BYTES, bytes - off);
-        uint32_t n = rc == 0 ? get_u32(b + off) : 0;
+        uint32_t n = rc == 0 ? sl_get_u32(b + off) : 0;
         if (rc == 0 && n > SL_MSG_MAX_TENSORS)
             rc = sl_fail(SL_EFORMAT, "%s: n_tensors at offset %zu: expected at most %u, found %" PRIu32, from, off,
                          SL_MSG_MAX_TENSORS, n);

@@ -269,3 +269,14 @@ int sl_apply_shaping(sl_link *link, const sl_msg *hello_ok) {
     sl_link_set_shaping(link, v[0], v[1], v[2], v[3]);
     return SL_OK;
 }
+
+int sl_tier_link_open(sl_link **out, const char *url, const char *peer, sl_tier tier, int id, int timeout_ms) {
+    sl_link_config lc;
+    sl_link_config_default(&lc);
+    lc.lc_url = url;
+    lc.lc_peer = peer;
+    lc.lc_tier = tier;
+    lc.lc_sender = (uint32_t)id;
+    if (timeout_ms > 0) lc.lc_send_timeout_ms = lc.lc_recv_timeout_ms = timeout_ms;
+    return sl_link_open(out, &lc);
+}

@@ -73,6 +73,11 @@ int sl_add_activation(sl_msg *msg, const char *name, const sl_codec *codec, int 
  * differs. */
 int sl_get_activation(const sl_msg *msg, const char *name, int B, int T, int C, float *scratch, const float **out);
 
+/* Opens a tier's link to the server above it, named peer in errors; timeout_ms (> 0) bounds
+ * both waits of a try: for a connection to hand the request to (a peer that is not there)
+ * and for the reply (one that stopped answering). */
+int sl_tier_link_open(sl_link **out, const char *url, const char *peer, sl_tier tier, int id, int timeout_ms);
+
 /* Applies a "shape" F32 (4) tensor of a HELLO_OK (up bps, up delay s, down bps, down delay
  * s) to link, when the reply has one (--shape-links). */
 int sl_apply_shaping(sl_link *link, const sl_msg *hello_ok);

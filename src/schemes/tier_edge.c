@@ -362,18 +362,7 @@ int sl_edge_run(int edge_id, const char *cloud_url, const char *url, const char 
     pthread_mutex_init(&es.e_mu, NULL);
     pthread_mutex_init(&es.e_link_mu, NULL);
     pthread_cond_init(&es.e_cv, NULL);
-    char peer[64];
-    snprintf(peer, sizeof(peer), "cloud");
-    sl_link_config lc;
-    sl_link_config_default(&lc);
-    lc.lc_url = cloud_url;
-    lc.lc_peer = peer;
-    lc.lc_tier = SL_TIER_EDGE;
-    lc.lc_sender = (uint32_t)edge_id;
-    /* --timeout-ms bounds both waits of a try: for a connection to hand the request to (a
-     * peer that is not there) and for the reply (one that stopped answering) */
-    if (timeout_ms > 0) lc.lc_send_timeout_ms = lc.lc_recv_timeout_ms = timeout_ms;
-    int rc = sl_link_open(&es.e_link, &lc);
+    int rc = sl_tier_link_open(&es.e_link, cloud_url, "cloud", SL_TIER_EDGE, edge_id, timeout_ms);
     if (rc == 0) rc = join_cloud(&es, cache_dir);
     const sl_tier_config *c = &es.e_cfg;
     if (rc == 0) {

@@ -118,18 +118,7 @@ int sl_user_run(int user_id, const char *server_url, const char *shard_path, con
     user_state us;
     memset(&us, 0, sizeof(us));
     us.u_id = user_id;
-    char peer[64];
-    snprintf(peer, sizeof(peer), "its server");
-    sl_link_config lc;
-    sl_link_config_default(&lc);
-    lc.lc_url = server_url;
-    lc.lc_peer = peer;
-    lc.lc_tier = SL_TIER_USER;
-    lc.lc_sender = (uint32_t)user_id;
-    /* --timeout-ms bounds both waits of a try: for a connection to hand the request to (a
-     * peer that is not there) and for the reply (one that stopped answering) */
-    if (timeout_ms > 0) lc.lc_send_timeout_ms = lc.lc_recv_timeout_ms = timeout_ms;
-    int rc = sl_link_open(&us.u_link, &lc);
+    int rc = sl_tier_link_open(&us.u_link, server_url, "its server", SL_TIER_USER, user_id, timeout_ms);
     if (rc == 0) rc = join_edge(&us, cache_dir);
     const sl_tier_config *c = &us.u_cfg;
     if (rc == 0 && (rc = sl_shard_read(&us.u_shard, shard_path)) == 0) us.u_have_shard = 1;
