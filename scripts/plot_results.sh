@@ -43,7 +43,8 @@ fi
 MODEL=$(awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) h[$i] = i; next } $h["status"] == "ok" { print $h["model"]; exit }' "$CSV")
 
 # series KIND CUT SERIESDIR: writes SERIESDIR/<key>.dat ("x y" rows sorted by x) and
-# SERIESDIR/<key>.style (gnuplot title and style) for one plot; prints "N M" of the loss plot.
+# SERIESDIR/<key>.style (gnuplot title and style) for one plot; prints "N M R" of the loss plot
+# (its N, splitllm's M, the most rounds).
 series() {
     local kind=$1 cut=$2 sdir=$3
     mkdir -p "$sdir"
@@ -55,6 +56,8 @@ series() {
     }
     # a codec other than none (--compress) is a series of its own
     function zkey(z) { if (z == "" || z == "none") return ""; gsub(/[^A-Za-z0-9.]/, "", z); return "_z" z }
+    function spt(s) { return s == "sfl" ? 5 : s == "sl" ? 9 : s == "fl" ? 13 : 7 }  # point type per scheme
+    function sps(s) { return s == "sfl" ? 1.7 : 1.2 }  # sfl drawn larger: it can coincide with fl
     function label(s, m) { return (s == "splitllm" ? "splitllm M=" m : s) ((z == "" || z == "none") ? "" : " [" z "]") }
     function emit(key, title, style, x, y) {
         fn = sdir "/" key ".dat"
@@ -67,9 +70,9 @@ series() {
         s = $h["scheme"]; n = $h["users"] + 0; m = $h["edges"] + 0; R = $h["rounds"] + 0
         z = ("compress" in h) ? $h["compress"] : ""
         base = sprintf("%d_%s_m%02d", rank(s), s, m) zkey(z)
-        pt = m <= 1 ? 7 : m == 2 ? 5 : m <= 4 ? 9 : 11
+        pt = s == "splitllm" ? (m <= 1 ? 7 : m == 2 ? 5 : m <= 4 ? 9 : 11) : spt(s)
         if (z != "" && z != "none") { if (!(z in zpt)) zpt[z] = 4 + 2 * (nz++ % 6); pt = zpt[z] }  # open symbols per codec
-        st = sprintf("lc rgb \"%s\" pt %d ps 1.3", color(s, m), pt)
+        st = sprintf("lc rgb \"%s\" pt %d ps %.1f", color(s, m), pt, sps(s))
         if (kind ~ /^memory_/) {
             tier = substr(kind, 8)
             v = $h["peak_rss_" tier "_bytes"]
@@ -105,14 +108,15 @@ series() {
             z = ("compress" in h) ? f[h["compress"]] : ""
             if (n != bn || (s == "splitllm" && m != bm)) continue
             base = sprintf("%d_%s_m%02d", rank(s), s, m) zkey(z)
-            st = sprintf("lc rgb \"%s\" pt 7 ps 1.2 dt 1", color(s, m))
+            st = sprintf("lc rgb \"%s\" pt %d ps %.1f dt 1", color(s, m), s == "splitllm" ? 7 : spt(s), sps(s))
+            if (R > maxr) maxr = R
             l0 = f[h["eval_loss_initial"]]; l1 = f[h["eval_loss_final"]]
             k = f[h["eval_loss_per_round"]] == "" ? 0 : split(f[h["eval_loss_per_round"]], lv, ";")
             if (k == R + 1) { for (i = 1; i <= k; i++) emit(base, label(s, m), st, i - 1, lv[i]) }
             else if (k > 0) { if (l0 != "") emit(base, label(s, m), st, 0, l0); for (i = 1; i <= k; i++) emit(base, label(s, m), st, i + (R - k), lv[i]) }
             else if (l0 != "" && l1 != "") { emit(base, label(s, m) " (initial, final)", st, 0, l0); emit(base, label(s, m) " (initial, final)", st, R, l1) }
         }
-        print bn, bm
+        print bn, bm, maxr + 0
     }' "$CSV"
     for f in "$sdir"/*.dat; do [[ -e "$f" ]] && sort -g -k1,1 -o "$f" "$f"; done
     return 0
@@ -176,8 +180,9 @@ for cut in "${CUTS[@]}"; do
     series bytes "$cut" "$TMP/bytes-$cut" >/dev/null
     plot "$OUT/bytes$suffix.png" "Bytes per round per link kind — $MODEL, cut $cutlabel" \
         "users N" "MiB per round: all links of the kind, both directions (log scale)" "$TMP/bytes-$cut" "$XSET; set logscale y"
-    read -r LN LM < <(series loss "$cut" "$TMP/loss-$cut")
+    read -r LN LM LR < <(series loss "$cut" "$TMP/loss-$cut")
+    xt="set xtics 1"; [[ "${LR:-0}" -gt 12 ]] && xt="set xtics 5; set mxtics 5"
     mlabel=""; [[ "$LM" != "-1" ]] && mlabel=", splitllm M=$LM"
     plot "$OUT/loss$suffix.png" "Eval loss vs round at N=$LN$mlabel — $MODEL, cut $cutlabel" \
-        "round (0 = before training)" "eval loss (nats per token)" "$TMP/loss-$cut" "set xtics 1; set autoscale xfix; set offsets 0.25, 0.25, 0, 0"
+        "round (0 = before training)" "eval loss (nats per token)" "$TMP/loss-$cut" "$xt; set autoscale xfix; set offsets 0.25, 0.25, 0, 0"
 done
