@@ -696,6 +696,10 @@ int sl_cloud_run(const sl_run_config *c, const char *url, sl_tier_report *rep) {
     sc.sc_id = 0;
     sc.sc_workers = cs.c_n_clients + 1;
     sc.sc_busy_wait_ms = c->timeout_ms;
+    /* A reply may wait long for its pipe when many clients download parts at once over one
+     * machine's sockets (16 users x 4 MiB chunks): give it the whole timeout, not NNG's
+     * default, or a dropped reply stalls its client for a receive timeout. */
+    if (c->timeout_ms > 0) sc.sc_send_timeout_ms = c->timeout_ms;
     sc.sc_handler = cloud_handler;
     sc.sc_handler_arg = &cs;
     if ((rc = sl_server_open(&cs.c_server, &sc))) goto done;

@@ -390,7 +390,7 @@ int sl_edge_run(int edge_id, const char *cloud_url, const char *url, const char 
         sc.sc_tier = SL_TIER_EDGE;
         sc.sc_id = (uint32_t)edge_id;
         sc.sc_workers = 2; /* one user's FORWARD while the others poll */
-        if (timeout_ms > 0) sc.sc_busy_wait_ms = timeout_ms;
+        if (timeout_ms > 0) sc.sc_busy_wait_ms = sc.sc_send_timeout_ms = timeout_ms; /* as the cloud's */
         sc.sc_handler = edge_handler;
         sc.sc_handler_arg = &es;
         rc = sl_server_open(&es.e_server, &sc);
