@@ -130,10 +130,18 @@ class Group:
         self.model, self.cut, self.shaped = model, cut, shaped
         self.cells = {}
         self.codecs = []
+        self.extra = []  # cells of a scheme already present, with another training budget
 
     def add(self, r):
+        """The first folder given wins a (scheme, N, M, codec); a later cell with another budget
+        (rounds x local steps) is kept as an extra row of the quality table."""
         z = codec(r)
-        self.cells[(r["scheme"], int(r["users"]), int(r["edges"]), z)] = r
+        key = (r["scheme"], int(r["users"]), int(r["edges"]), z)
+        old = self.cells.get(key)
+        if old is None:
+            self.cells[key] = r
+        elif (old.get("rounds"), old.get("local_steps")) != (r.get("rounds"), r.get("local_steps")):
+            self.extra.append(r)
         if z not in self.codecs:
             self.codecs.append(z)
 
@@ -181,6 +189,12 @@ def largest_rss(r):
 
 
 def memory_section(g, want_n, want_m, out):
+    if not any(num(r, "peak_rss_cloud_bytes") is not None or num(r, "peak_rss_user_bytes") is not None
+               for r in g.cells.values()):
+        out.append("### Peak memory\n")
+        out.append("These runs ran their tiers as threads of one process (`--threads`): no per-tier peak; the memory "
+                   "tables come from runs with a process per tier.\n")
+        return
     n, m = g.ref_nm(want_n, want_m)
     note = ""
     if n != want_n or m != want_m:
@@ -258,6 +272,12 @@ def quality_section(g, out):
                     fmt(num(r, "eval_loss_initial") if r else None, ".4f"), fmt(loss, ".4f"),
                     fmt(num(r, "ppl_final") if r else None, ".2f"),
                     DASH if s == "central" else gap(loss, c_loss)))
+        for r in [x for x in g.extra if n is not None and int(x["users"]) == n and codec(x) == "none"]:
+            loss = num(r, "eval_loss_final")
+            out.append("| %s (another budget) | %s | %s | %s × %s | %s | %s | %s | %s | %s |" % (
+                r["scheme"], r["users"], r["edges"], r["rounds"], r["local_steps"],
+                fmt(num(r, "train_samples"), ".0f"), fmt(num(r, "eval_loss_initial"), ".4f"), fmt(loss, ".4f"),
+                fmt(num(r, "ppl_final"), ".2f"), DASH if r["scheme"] == "central" else gap(loss, c_loss)))
     out.append("")
 
 
@@ -375,6 +395,7 @@ def main(argv):
             continue
         try:
             shaped = (r.get("shape_links") or "").strip().lower() not in ("", "0", "false", "none", "off")
+            shaped = shaped or "--shape-links" in (cell_command(r) or "")
             key = (r.get("model", "?"), "%s:%s" % (r["cut1"], r["cut2"]), shaped)
             int(r["users"]), int(r["edges"])
         except (KeyError, ValueError):

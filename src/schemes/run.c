@@ -448,6 +448,7 @@ static int write_run_summary(const sl_run_config *c, const tier_job *jobs, int n
     char codec[64];
     sl_codec_format(&c->compress, codec, sizeof(codec));
     cJSON_AddStringToObject(s, "compress", codec);
+    cJSON_AddBoolToObject(s, "shape_links", c->shape_links);
     cJSON *el = cJSON_AddArrayToObject(s, "eval_loss_per_round");
     cJSON *ms = cJSON_AddArrayToObject(s, "round_seconds_measured");
     cJSON *md = cJSON_AddArrayToObject(s, "round_seconds_modeled");
