@@ -210,6 +210,38 @@ static void request_reply_over(const char *transport) {
     sl_server_close(s);
 }
 
+/* --shape-links: a shaped call takes at least the modeled time of its request up and its
+ * reply down (bytes * 8 / rate + delay each way); shaping off again, it is fast again. */
+static void test_shaped_link_paces_calls(void **state) {
+    (void)state;
+    char url[SL_URL_MAX];
+    make_url(url, sizeof(url), "inproc");
+    test_handler th = {.h_loss = 0.5f};
+    sl_server *s = open_server(url, &th, 1);
+    sl_link *l = open_link(sl_server_url(s), 1, 0);
+    call_ok(l, 0, 0.5f); /* connected */
+    sl_link_stats before, after;
+    sl_link_stats_get(l, &before);
+    const double up_bps = 2e5, down_bps = 4e5, delay_s = 0.05; /* slow on purpose: timing is a lower bound */
+    sl_link_set_shaping(l, up_bps, delay_s, down_bps, delay_s);
+    double t0 = sl_now_s();
+    call_ok(l, 1, 0.5f);
+    double shaped_s = sl_now_s() - t0;
+    sl_link_stats_get(l, &after);
+    const double up = (double)(after.ls_bytes_sent - before.ls_bytes_sent);
+    const double down = (double)(after.ls_bytes_received - before.ls_bytes_received);
+    const double modeled_s = up * 8 / up_bps + delay_s + down * 8 / down_bps + delay_s;
+    printf("shaped call: %.3f s for %.0f bytes up and %.0f down; the model says at least %.3f s\n", shaped_s, up,
+           down, modeled_s);
+    assert_true(shaped_s >= modeled_s * 0.999);
+    sl_link_set_shaping(l, 0, 0, 0, 0);
+    t0 = sl_now_s();
+    call_ok(l, 2, 0.5f);
+    assert_true(sl_now_s() - t0 < modeled_s);
+    sl_link_close(l);
+    sl_server_close(s);
+}
+
 static void test_request_reply_inproc(void **state) { (void)state; request_reply_over("inproc"); }
 static void test_request_reply_ipc(void **state) { (void)state; request_reply_over("ipc"); }
 static void test_request_reply_tcp(void **state) { (void)state; request_reply_over("tcp"); }
@@ -747,6 +779,7 @@ int main(void) {
         cmocka_unit_test(test_oversized),
         cmocka_unit_test(test_client_refuses_bad_replies),
         cmocka_unit_test(test_configuration_errors),
+        cmocka_unit_test(test_shaped_link_paces_calls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
