@@ -7,14 +7,15 @@
 #   2. quality on stories260K fine-tuned on E2E (dev set for training, non-IID over 8 users by
 #      Dirichlet(0.5) over eatType, 10% held out for evaluation), the same budget of 160
 #      optimizer steps of batch 8 in every scheme: central 160 steps; splitllm 2 streams x 5
-#      local steps x 16 rounds; sfl, sl and fl 8 users x 5 local steps x 4 rounds;
+#      local steps x 16 rounds; sfl, sl and fl 8 users x 5 local steps x 4 rounds; and
+#      splitllm once more with 32 rounds (as many sequential steps as central);
 #   3. the wireless model's latency against measured time with --shape-links (stories260K);
 #   4. compression of what crosses the links (splitllm, the quality setting): bytes saved
 #      against eval-loss cost.
 # Every step resumes: finished cells are not run again (docs/EXPERIMENTS.md).
 #
 # Usage: scripts/reproduce_results.sh [OUT]   (default out/results; about 40 min on 2 cores)
-# Then:  /usr/bin/python3 scripts/make_results_md.py OUT/* -o docs/RESULTS.md
+# Then:  scripts/collect_results.sh OUT   (copies the tables into results/, writes docs/RESULTS.md)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 OUT=${1:-$ROOT/out/results}
@@ -44,6 +45,9 @@ Q="--model $A/models/stories260K/stories260K.bin --model-name stories260K
 "$BIN" experiment $Q --schemes splitllm --rounds 16 --out "$OUT/quality-splitllm"
 # shellcheck disable=SC2086
 "$BIN" experiment $Q --schemes sfl,sl,fl --rounds 4 --out "$OUT/quality-two-tier"
+# and splitllm with as many sequential optimizer steps as central (2x its sample budget)
+# shellcheck disable=SC2086
+"$BIN" experiment $Q --schemes splitllm --rounds 32 --out "$OUT/quality-splitllm-equal-steps"
 
 # 3. latency: links paced to the wireless model
 # shellcheck disable=SC2086
