@@ -33,6 +33,13 @@ fi
     --schemes splitllm,sfl,sl,fl,central --users 16 --edges 2 --cuts 2:6 \
     --rounds 1 --local-steps 2 --batch 4 --seq 128 --lora-rank 8 --lora-targets q,v --eval-batches 2 \
     --timeout-ms 300000 --out "$OUT/memory-gpt2-124M"
+# the same at N=4 and N=8 (and M=1, 2, 4 for splitllm), for the plots of memory against N
+"$BIN" experiment --model "$OUT/gpt2-124M.bin" --model-name gpt2-124M \
+    --tokenizer "$A/tokenizers/gpt2/encoder.json" --input "$A/datasets/e2e_devset.csv" --format e2e \
+    --max-seq 128 --partition dirichlet --key eatType --alpha 0.5 --seed 1 \
+    --schemes splitllm,sfl,sl --users 4,8 --edges 1,2,4 --cuts 2:6 \
+    --rounds 1 --local-steps 2 --batch 4 --seq 128 --lora-rank 8 --lora-targets q,v --eval-batches 2 \
+    --timeout-ms 300000 --out "$OUT/memory-gpt2-124M"
 
 # 2. quality, stories260K on E2E, the same number of optimizer steps in every scheme
 Q="--model $A/models/stories260K/stories260K.bin --model-name stories260K
