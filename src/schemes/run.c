@@ -315,9 +315,39 @@ static void round_series_free(round_series *rs) {
     memset(rs, 0, sizeof(*rs));
 }
 
-static int eval_adapter(const sl_run_config *c, const char *adapter_path, float *out);
+/* What run evaluates with: the whole base model and the validation shard, loaded once. */
+typedef struct {
+    sl_model ev_model;
+    sl_shard ev_val;
+} evaluator;
 
-static int collect_rounds(const sl_run_config *c, round_series *rs) {
+static int evaluator_open(evaluator *ev, const sl_run_config *c) {
+    memset(ev, 0, sizeof(*ev));
+    int rc = sl_model_load(&ev->ev_model, c->model_path);
+    if (rc) return rc;
+    char path[1200];
+    snprintf(path, sizeof(path), "%s/val.shard", c->data_dir);
+    if ((rc = sl_shard_read(&ev->ev_val, path))) sl_model_free(&ev->ev_model);
+    return rc;
+}
+
+static void evaluator_close(evaluator *ev) {
+    sl_shard_free(&ev->ev_val);
+    sl_model_free(&ev->ev_model);
+}
+
+/* Eval loss of the base model + an adapter file (NULL: a fresh adapter, i.e. the base). */
+static int evaluate_adapter(evaluator *ev, const sl_run_config *c, const char *adapter_path, float *out) {
+    sl_lora l;
+    memset(&l, 0, sizeof(l));
+    int rc = adapter_path ? sl_lora_open(&l, &ev->ev_model.config, adapter_path) : SL_OK;
+    if (rc == 0)
+        rc = sl_evaluate(&ev->ev_model, adapter_path ? &l : NULL, &ev->ev_val, c->batch, c->seq, c->eval_batches, out);
+    sl_lora_free(&l);
+    return rc;
+}
+
+static int collect_rounds(const sl_run_config *c, evaluator *ev, round_series *rs) {
     memset(rs, 0, sizeof(*rs));
     rs->n = c->rounds;
     rs->measured_s = calloc((size_t)c->rounds, sizeof(double));
@@ -330,16 +360,9 @@ static int collect_rounds(const sl_run_config *c, round_series *rs) {
         free(dist);
         return sl_fail(SL_ENOMEM, "run: out of memory");
     }
-    sl_model m;
-    int rc = sl_model_load(&m, c->model_path);
-    if (rc) {
-        free(active);
-        free(dist);
-        return rc;
-    }
     sl_wireless_config wc;
     sl_wireless_defaults(&wc);
-    rc = sl_wireless_place_users(&wc, c->users, c->seed, dist);
+    int rc = sl_wireless_place_users(&wc, c->users, c->seed, dist);
     char path[1200];
     snprintf(path, sizeof(path), "%s/metrics.jsonl", c->out_dir);
     FILE *fp = rc == 0 ? fopen(path, "r") : NULL;
@@ -360,7 +383,8 @@ static int collect_rounds(const sl_run_config *c, round_series *rs) {
             }
             if (r >= 1 && r <= c->rounds) {
                 rs->measured_s[r - 1] = secs->valuedouble;
-                rc = sl_modeled_round_latency(c, &m.config, &wc, dist, r, active, n, &rs->modeled_s[r - 1]);
+                rc = sl_modeled_round_latency(c, &ev->ev_model.config, &wc, dist, r, active, n,
+                                              &rs->modeled_s[r - 1]);
             }
         }
         cJSON_Delete(j);
@@ -369,11 +393,10 @@ static int collect_rounds(const sl_run_config *c, round_series *rs) {
     if (fp) fclose(fp);
     free(active);
     free(dist);
-    sl_model_free(&m);
-    /* the eval loss after each round */
+    /* the eval loss after each round (the last round's global adapter is lora.safetensors) */
     for (int r = 1; rc == 0 && r <= c->rounds; r++) {
         snprintf(path, sizeof(path), "%s/rounds/r%03d/global.safetensors", c->out_dir, r);
-        rc = eval_adapter(c, path, &rs->eval_loss[r - 1]);
+        rc = evaluate_adapter(ev, c, path, &rs->eval_loss[r - 1]);
     }
     return rc;
 }
@@ -467,28 +490,6 @@ static int write_run_summary(const sl_run_config *c, const tier_job *jobs, int n
     return rc;
 }
 
-/* Eval loss of the base model + an adapter file (NULL: a fresh adapter, i.e. the base). */
-static int eval_adapter(const sl_run_config *c, const char *adapter_path, float *out) {
-    sl_model m;
-    int rc = sl_model_load(&m, c->model_path);
-    if (rc) return rc;
-    sl_shard val;
-    char path[1200];
-    snprintf(path, sizeof(path), "%s/val.shard", c->data_dir);
-    if ((rc = sl_shard_read(&val, path))) {
-        sl_model_free(&m);
-        return rc;
-    }
-    sl_lora l;
-    memset(&l, 0, sizeof(l));
-    if (adapter_path) rc = sl_lora_open(&l, &m.config, adapter_path);
-    if (rc == 0) rc = sl_evaluate(&m, adapter_path ? &l : NULL, &val, c->batch, c->seq, c->eval_batches, out);
-    sl_lora_free(&l);
-    sl_shard_free(&val);
-    sl_model_free(&m);
-    return rc;
-}
-
 int sl_run(const sl_run_config *c, const char *argv0) {
     int rc = sl_run_config_validate(c);
     if (rc) return rc;
@@ -522,12 +523,20 @@ int sl_run(const sl_run_config *c, const char *argv0) {
     if (!three_tier && strcmp(scheme, "sfl") != 0 && strcmp(scheme, "sl") != 0 && strcmp(scheme, "fl") != 0)
         return sl_fail(SL_EINVAL, "--scheme '%s': expected splitllm, sfl, sl, fl or central", scheme);
     float eval0 = NAN, eval1 = NAN;
-    if ((rc = eval_adapter(c, NULL, &eval0))) return rc;
+    evaluator ev;
+    if ((rc = evaluator_open(&ev, c))) return rc;
+    if ((rc = evaluate_adapter(&ev, c, NULL, &eval0))) {
+        evaluator_close(&ev);
+        return rc;
+    }
     fprintf(stderr, "run: eval loss before training %.4f (perplexity %.2f)\n", eval0, exp(eval0));
     const int n_edges = three_tier ? c->edges : 0; /* the two-tier schemes and fl have no edges */
     const int n_jobs = 1 + n_edges + c->users;
     tier_job *jobs = calloc((size_t)n_jobs, sizeof(tier_job));
-    if (jobs == NULL) return sl_fail(SL_ENOMEM, "run: out of memory");
+    if (jobs == NULL) {
+        evaluator_close(&ev);
+        return sl_fail(SL_ENOMEM, "run: out of memory");
+    }
     char cloud_url[SL_URL_MAX];
     make_url(c, cloud_url, "cloud", 0);
     jobs[0] = (tier_job){.cfg = c, .tier = SL_TIER_CLOUD, .id = 0};
@@ -552,18 +561,17 @@ int sl_run(const sl_run_config *c, const char *argv0) {
     rc = c->processes ? run_processes(c, argv0, jobs, n_jobs) : run_threads(jobs, n_jobs);
     double wall = sl_now_s() - t0;
     if (rc == 0) {
-        char path[1200];
-        snprintf(path, sizeof(path), "%s/lora.safetensors", c->out_dir);
-        rc = eval_adapter(c, path, &eval1);
-    }
-    if (rc == 0) {
-        fprintf(stderr, "run: eval loss %.4f -> %.4f (perplexity %.2f -> %.2f) in %.1f s\n", eval0, eval1, exp(eval0),
-                exp(eval1), wall);
         round_series rs;
-        rc = collect_rounds(c, &rs);
-        if (rc == 0) rc = write_run_summary(c, jobs, n_jobs, eval0, eval1, wall, &rs);
+        rc = collect_rounds(c, &ev, &rs);
+        if (rc == 0) {
+            eval1 = rs.eval_loss[c->rounds - 1];
+            fprintf(stderr, "run: eval loss %.4f -> %.4f (perplexity %.2f -> %.2f) in %.1f s\n", eval0, eval1,
+                    exp(eval0), exp(eval1), wall);
+            rc = write_run_summary(c, jobs, n_jobs, eval0, eval1, wall, &rs);
+        }
         round_series_free(&rs);
     }
     free(jobs);
+    evaluator_close(&ev);
     return rc;
 }
